@@ -1,0 +1,16 @@
+"""Global JAX flags for the whole suite, set once (never toggled inside a test).
+
+float64 makes the gradient checks meaningful at 1e-10; rank promotion raises so that a
+silently broadcast [B] against [B, 1] is a failure, not a wrong number.
+"""
+
+import os
+
+# Tests run on CPU even where a GPU is visible; the sharding tests ask for 4 host devices.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,0 +1,145 @@
+"""Frozen run configuration: data, model and training knobs with word2vec.c's defaults.
+
+Every default names its source. ``word2vec.c`` refers to tmikolov/word2vec (main() usage text and
+globals); gensim refers to ``gensim.models.Word2Vec`` 4.x. Variants are made with
+:func:`override`, which routes flat field names to the sub-config that owns them, so a sweep can
+write ``override(cfg, window=10, negative=15)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+MODELS = ("sg", "cbow")
+LOSSES = ("ns", "hs", "softmax")
+SUBSAMPLE_RULES = ("word2vec", "paper", "off")
+OPTIMIZERS = ("sgd", "adagrad", "adam", "rmsprop")
+CBOW_GRADS = ("word2vec", "exact")
+GRAD_MODES = ("manual", "autodiff")
+UPDATE_MODES = ("sparse", "dense", "fused")
+
+# Full softmax materialises [B, V] logits and a dense [V, D] gradient: refuse it past this V.
+MAX_SOFTMAX_VOCAB = 50_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Corpus, vocabulary and batch construction."""
+
+    min_count: int = 5  # word2vec.c -min-count 5
+    max_vocab_size: int | None = None  # gensim max_vocab_size; word2vec.c vocab_hash_size*0.7 prune
+    max_final_vocab: int | None = None  # gensim max_final_vocab
+    sample: float = 1e-3  # t, word2vec.c -sample 1e-3
+    subsample_rule: str = "word2vec"  # keep p = min(1, sqrt(t/f) + t/f); "paper": 1 - sqrt(t/f)
+    window: int = 5  # W, word2vec.c -window 5
+    dynamic_window: bool = True  # b ~ U{1..W} per center, word2vec.c `b = next_random % window`
+    ns_exponent: float = 0.75  # noise ~ count^alpha, word2vec.c InitUnigramTable power 0.75
+    lowercase: bool = False  # word2vec.c does not lowercase
+    max_sentence_len: int = 10_000  # word2vec.c MAX_SENTENCE_LENGTH 1000 words/sentence; gensim 10000
+    chunk_tokens: int = 1 << 20  # tokens per shuffled chunk of pairs (host memory vs shuffle quality)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and loss."""
+
+    model: str = "sg"  # word2vec.c -cbow 0 is skip-gram (the tool's own default is -cbow 1)
+    loss: str = "ns"  # "ns" (SGNS), "hs" (Huffman hierarchical softmax), "softmax" (full)
+    dim: int = 100  # D, word2vec.c -size 100
+    negative: int = 5  # K, word2vec.c -negative 5
+    cbow_mean: bool = True  # h = mean of context vectors (word2vec.c cbow_mean); False: sum
+    cbow_grad: str = "word2vec"  # "word2vec": each context row gets the full neu1e; "exact"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging and checkpoints."""
+
+    epochs: int = 5  # word2vec.c -iter 5
+    alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c -alpha)
+    min_alpha: float = 1e-4  # word2vec.c: alpha never falls below starting_alpha * 1e-4
+    optimizer: str = "sgd"  # sgd with linear decay (word2vec.c), or a row-sparse optax rule
+    batch_size: int = 4096  # B pairs (skip-gram) or windows (CBOW) per step
+    steps_per_call: int = 8  # lax.scan length: steps fused into one device call
+    update: str = "sparse"  # "sparse" row scatter-add; "dense" optax reference; "fused" C kernel
+    grad: str = "manual"  # "manual": gradients.py; "autodiff": jax.grad of losses.py
+    seed: int = 1  # word2vec.c next_random = 1 per thread
+    log_every_s: float = 5.0  # progress line period (seconds)
+    checkpoint_every_s: float = 600.0  # periodic atomic checkpoint (seconds); 0 disables
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run. Serialise with ``dataclasses.asdict``; rebuild with :func:`from_dict`."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def alpha(self) -> float:
+        """Starting learning rate: explicit, else word2vec.c's 0.025 (sg) / 0.05 (cbow)."""
+        if self.train.alpha is not None:
+            return self.train.alpha
+        return 0.05 if self.model.model == "cbow" else 0.025
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_OWNER = {f.name: sec for sec, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+def override(cfg: Config, **changes: Any) -> Config:
+    """Returns ``cfg`` with flat fields replaced, e.g. ``override(cfg, window=10, loss="hs")``."""
+    per_section: dict[str, dict[str, Any]] = {}
+    for name, value in changes.items():
+        if name not in _OWNER:
+            raise ValueError(f"unknown config field {name!r}; known: {sorted(_OWNER)}")
+        per_section.setdefault(_OWNER[name], {})[name] = value
+    parts = {
+        sec: dataclasses.replace(getattr(cfg, sec), **kw) for sec, kw in per_section.items()
+    }
+    return validate(dataclasses.replace(cfg, **parts))
+
+
+def flat(cfg: Config) -> dict[str, Any]:
+    """All fields in one dict (for result rows and command lines)."""
+    out: dict[str, Any] = {}
+    for sec in _SECTIONS:
+        out.update(dataclasses.asdict(getattr(cfg, sec)))
+    return out
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Inverse of ``dataclasses.asdict(cfg)``; unknown keys are an error."""
+    return validate(Config(**{sec: cls(**d[sec]) for sec, cls in _SECTIONS.items() if sec in d}))
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
+
+
+def validate(cfg: Config) -> Config:
+    """Fails fast, naming the field (and CLI flag) at fault. Returns ``cfg`` unchanged."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    _check(m.model in MODELS, f"--model must be one of {MODELS}, got {m.model!r}")
+    _check(m.loss in LOSSES, f"--loss must be one of {LOSSES}, got {m.loss!r}")
+    _check(m.dim >= 1, f"--dim must be >= 1, got {m.dim}")
+    _check(m.negative >= 0, f"--negative must be >= 0, got {m.negative}")
+    _check(m.loss != "ns" or m.negative >= 1, "--loss ns needs --negative >= 1")
+    _check(m.cbow_grad in CBOW_GRADS, f"cbow_grad must be one of {CBOW_GRADS}")
+    _check(d.window >= 1, f"--window must be >= 1, got {d.window}")
+    _check(d.min_count >= 1, f"--min-count must be >= 1, got {d.min_count}")
+    _check(d.sample >= 0, f"--sample must be >= 0, got {d.sample}")
+    _check(d.subsample_rule in SUBSAMPLE_RULES, f"subsample_rule must be one of {SUBSAMPLE_RULES}")
+    _check(d.max_sentence_len >= 2, "max_sentence_len must be >= 2")
+    _check(t.epochs >= 1, f"--epochs must be >= 1, got {t.epochs}")
+    _check(t.batch_size >= 1, f"--batch-size must be >= 1, got {t.batch_size}")
+    _check(t.steps_per_call >= 1, "steps_per_call must be >= 1")
+    _check(cfg.alpha > 0, f"--alpha must be > 0, got {cfg.alpha}")
+    _check(0 <= t.min_alpha <= cfg.alpha, "--min-alpha must be in [0, alpha]")
+    _check(t.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}")
+    _check(t.update in UPDATE_MODES, f"--update must be one of {UPDATE_MODES}")
+    _check(t.grad in GRAD_MODES, f"--grad must be one of {GRAD_MODES}")
+    return cfg
