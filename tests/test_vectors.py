@@ -1,0 +1,239 @@
+"""Tests `../w2v_jax/vectors.py`: lookup, most_similar against gensim, word2vec files both ways."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from w2v_jax.vectors import Vectors, from_tables, load_vectors, load_word2vec_format
+
+gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
+KeyedVectors = gensim_kv.KeyedVectors
+
+WORDS = ["the", "of", "king", "queen", "café", "東京", "naïve", "x-ray", "U.S.", "Paris"]
+
+
+def _random_vectors(v=200, d=16, seed=0, words=None):
+    rng = np.random.default_rng(seed)
+    words = list(words or WORDS) + [f"w{i}" for i in range(v - len(words or WORDS))]
+    return Vectors(tuple(words), rng.standard_normal((v, d)).astype(np.float32))
+
+
+def _gensim(vec: Vectors) -> "KeyedVectors":
+    kv = KeyedVectors(vec.dim)
+    kv.add_vectors(list(vec.words), np.array(vec.matrix))
+    return kv
+
+
+# ---------------------------------------------------------------------------- the object
+def test_lookup_contains_len_and_clear_keyerror():
+    vec = _random_vectors(v=20, d=4)
+    assert len(vec) == 20 and vec.dim == 4
+    assert "queen" in vec and "xyz" not in vec
+    np.testing.assert_array_equal(vec["queen"], vec.matrix[vec.index["queen"]])
+    with pytest.raises(KeyError, match=r"word 'xyz' is not in the vocabulary \(V=20\)"):
+        vec["xyz"]
+
+
+def test_matrix_is_a_frozen_copy():
+    m = np.ones((2, 3), dtype=np.float64)
+    vec = Vectors(("a", "b"), m)
+    m[0, 0] = 5.0  # the caller's array is not aliased
+    assert vec.matrix.dtype == np.float32 and vec.matrix[0, 0] == 1.0
+    assert m.flags.writeable
+    with pytest.raises(ValueError):
+        vec.matrix[0, 0] = 2.0
+
+
+@pytest.mark.parametrize(
+    "words, shape, match",
+    [
+        (("a", "a"), (2, 3), "duplicate word 'a'"),
+        (("a", "b"), (3, 3), "2 words but matrix has 3 rows"),
+        (("a", "b"), (2,), r"matrix must be \[V, D\]"),
+    ],
+)
+def test_bad_construction_fails_clearly(words, shape, match):
+    with pytest.raises(ValueError, match=match):
+        Vectors(words, np.zeros(shape, dtype=np.float32))
+
+
+def test_normalized_is_unit_and_keeps_zero_rows():
+    m = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
+    u = Vectors(("a", "b"), m).normalized()
+    np.testing.assert_allclose(u, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-7)
+
+
+# ------------------------------------------------------------------- similarity vs gensim
+@pytest.mark.parametrize(
+    "query",
+    [
+        dict(positive=["king"]),
+        dict(positive="queen", topn=5),
+        dict(positive=["king", "café"], negative=["the"]),
+        dict(positive=["w10", "w20", "w30"], negative=["w40", "w50"], topn=25),
+        dict(positive=["w7"], restrict_vocab=60),
+        dict(negative=["Paris"]),
+    ],
+)
+def test_most_similar_matches_gensim(query):
+    vec = _random_vectors(v=300, d=16, seed=1)
+    ours = vec.most_similar(**query)
+    theirs = _gensim(vec).most_similar(**query)
+    assert [w for w, _ in ours] == [w for w, _ in theirs]
+    np.testing.assert_allclose([c for _, c in ours], [c for _, c in theirs], atol=1e-5)
+
+
+def test_most_similar_excludes_inputs_and_restricts():
+    vec = _random_vectors(v=50, d=8, seed=2)
+    got = vec.most_similar(["w5", "w6"], ["w7"], topn=100)
+    assert {"w5", "w6", "w7"}.isdisjoint(w for w, _ in got)
+    assert len(got) == 47
+    got = vec.most_similar("w30", topn=100, restrict_vocab=10)
+    assert [w for w, _ in got] and all(vec.index[w] < 10 for w, _ in got)
+    assert len(vec.most_similar("w3", topn=None)) == 50
+
+
+def test_similarity_matches_gensim():
+    vec = _random_vectors(seed=3)
+    kv = _gensim(vec)
+    for a, b in [("king", "queen"), ("東京", "café"), ("w1", "w1")]:
+        assert vec.similarity(a, b) == pytest.approx(float(kv.similarity(a, b)), abs=1e-6)
+
+
+# ---------------------------------------------------------------------- word2vec files
+def test_binary_bytes_are_word2vec_c(tmp_path):
+    vec = Vectors(("a", "bé"), np.array([[1.0, -2.5], [0.125, 3.0]], dtype=np.float32))
+    path = tmp_path / "v.bin"
+    vec.save_word2vec_format(path, binary=True)
+    data = path.read_bytes()
+    expected = (
+        b"2 2\n"
+        + b"a "
+        + struct.pack("<2f", 1.0, -2.5)
+        + b"\n"
+        + "bé".encode()
+        + b" "
+        + struct.pack("<2f", 0.125, 3.0)
+        + b"\n"
+    )
+    assert data == expected
+
+
+def test_text_lines(tmp_path):
+    vec = Vectors(("a", "b"), np.array([[1.0, -2.5], [0.1, 3e-7]], dtype=np.float32))
+    path = tmp_path / "v.txt"
+    vec.save_word2vec_format(path, binary=False)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "2 2"
+    assert lines[1] == "a 1 -2.5"
+    assert lines[2].split(" ")[0] == "b" and len(lines[2].split(" ")) == 3
+    assert np.float32(lines[2].split(" ")[1]) == np.float32(0.1)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_gensim_loads_our_files(tmp_path, binary):
+    vec = _random_vectors(v=120, d=7, seed=4)
+    path = tmp_path / ("v.bin" if binary else "v.txt")
+    vec.save_word2vec_format(path, binary=binary)
+    kv = KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    assert kv.index_to_key == list(vec.words)
+    # Text uses 9 significant digits, which round-trips float32 exactly.
+    np.testing.assert_array_equal(kv.vectors, vec.matrix)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("detect", [True, False])
+def test_we_load_gensim_files(tmp_path, binary, detect):
+    vec = _random_vectors(v=90, d=5, seed=5)
+    path = tmp_path / "g.w2v"
+    _gensim(vec).save_word2vec_format(str(path), binary=binary)
+    got = load_word2vec_format(path, binary=None if detect else binary)
+    assert got.words == vec.words
+    if binary:
+        np.testing.assert_array_equal(got.matrix, vec.matrix)
+    else:  # gensim prints str(float32), the shortest repr: also exact
+        np.testing.assert_allclose(got.matrix, vec.matrix, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_own_round_trip_and_autodetect(tmp_path, binary):
+    vec = _random_vectors(v=64, d=3, seed=6)
+    path = tmp_path / "v"
+    vec.save_word2vec_format(path, binary=binary)
+    for got in (load_word2vec_format(path), Vectors.load_word2vec_format(path), load_vectors(path)):
+        assert got.words == vec.words
+        np.testing.assert_array_equal(got.matrix, vec.matrix)
+
+
+def test_text_with_word2vec_c_trailing_space(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"2 3\nfoo 0.100000 -0.200000 0.300000 \nbar 1.000000 2.000000 3.000000 \n")
+    got = load_word2vec_format(path)
+    assert got.words == ("foo", "bar")
+    np.testing.assert_allclose(got["foo"], [0.1, -0.2, 0.3], rtol=1e-7)
+
+
+def test_truncated_or_bad_files_fail_clearly(tmp_path):
+    vec = _random_vectors(v=10, d=4, seed=7)
+    path = tmp_path / "v.bin"
+    vec.save_word2vec_format(path, binary=True)
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="ends after 9 of 10 vectors"):
+        load_word2vec_format(path, binary=True)
+    path.write_bytes(b"hello world\n")
+    with pytest.raises(ValueError, match="first line must be 'V D'"):
+        load_word2vec_format(path)
+    path.write_bytes(b"2 3\na 1 2 3\nb 1 2\n")
+    with pytest.raises(ValueError, match="line 3 has 2 values"):
+        load_word2vec_format(path, binary=False)
+
+
+def test_words_with_spaces_cannot_be_written(tmp_path):
+    vec = Vectors(("new york", "b"), np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="contains whitespace"):
+        vec.save_word2vec_format(tmp_path / "v.txt", binary=False)
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+def test_npz_round_trip(tmp_path):
+    vec = _random_vectors(v=30, d=6, seed=8)
+    path = tmp_path / "v.npz"
+    vec.save(path)
+    for got in (Vectors.load(path), load_vectors(path)):
+        assert got.words == vec.words
+        np.testing.assert_array_equal(got.matrix, vec.matrix)
+
+
+# ----------------------------------------------------------------------------- tables
+def test_from_tables_in_out_sum():
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    c = rng.standard_normal((4, 3)).astype(np.float32)
+    words = ("a", "b", "c", "d")
+    np.testing.assert_array_equal(from_tables(words, w, c, "in").matrix, w)
+    np.testing.assert_array_equal(from_tables(words, w, c, "out").matrix, c)
+    np.testing.assert_array_equal(from_tables(words, w, c, "sum").matrix, w + c)
+    np.testing.assert_array_equal(from_tables(words, w, None).matrix, w)
+
+
+def test_from_tables_accepts_jax_arrays_and_copies():
+    import jax.numpy as jnp
+
+    w = jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3)
+    vec = from_tables(("a", "b"), w, w, "sum")
+    np.testing.assert_array_equal(vec["b"], [6.0, 8.0, 10.0])
+    assert vec.matrix.flags.owndata
+
+
+@pytest.mark.parametrize("which", ["out", "sum"])
+def test_from_tables_hs_has_no_output_word_vectors(which):
+    w = np.zeros((4, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="hierarchical softmax"):
+        from_tables(("a", "b", "c", "d"), w, None, which)
+    node_vecs = np.zeros((3, 3), dtype=np.float32)  # [V-1, D]
+    with pytest.raises(ValueError, match="node vectors"):
+        from_tables(("a", "b", "c", "d"), w, node_vecs, which)
+    with pytest.raises(ValueError, match="which must be one of"):
+        from_tables(("a", "b", "c", "d"), w, None, "both")

@@ -1,0 +1,442 @@
+"""Trained word vectors on the host: lookup, cosine neighbours, word2vec.c files, native ``.npz``.
+
+:class:`Vectors` holds a tuple of words and a float32 ``[V, D]`` matrix whose rows follow the
+words, most frequent first (the order training produces and the order ``restrict_vocab`` relies
+on). It is plain numpy: nothing here touches a device.
+
+File formats (all readable by ``gensim.models.KeyedVectors.load_word2vec_format``):
+
+* word2vec binary, as word2vec.c writes it (TrainModel, ``binary = 1``): the header ``b"V D\\n"``,
+  then per word ``word + b" " + D little-endian float32 + b"\\n"``. gensim writes the same without
+  the trailing newline; :func:`load_word2vec_format` reads both.
+* word2vec text: the header ``"V D\\n"``, then ``"word v1 ... vD\\n"``. word2vec.c prints ``"%lf "``
+  (six decimals, trailing space), which loses most digits of small components; we print 9
+  significant digits (``"%.9g"``), which round-trips float32 exactly, and no trailing space, as
+  gensim does. Readers that parse with ``fscanf("%f")`` or ``float()`` accept both.
+* native: :meth:`Vectors.save` writes an ``.npz`` with ``words`` (unicode array) and ``matrix``,
+  loadable without pickle.
+
+Writes go to a temporary file in the target folder, are fsynced and then renamed, so an
+interrupted save never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+WHICH = ("in", "out", "sum")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Vectors:
+    """Words and their vectors, row ``i`` of ``matrix`` belonging to ``words[i]``.
+
+    Attributes:
+      words: ``V`` distinct words, most frequent first.
+      matrix: ``[V, D]`` float32, read-only.
+      index: word -> row.
+    """
+
+    words: tuple[str, ...]
+    matrix: np.ndarray
+    index: dict[str, int] = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        words = tuple(self.words)
+        m = self.matrix
+        frozen_own = (
+            isinstance(m, np.ndarray)
+            and m.dtype == np.float32
+            and m.flags.c_contiguous
+            and m.flags.owndata
+            and not m.flags.writeable
+        )
+        if not frozen_own:
+            # Copy: never freeze, or keep a view of, the caller's array (a view of a device
+            # buffer would also block its donation in the train step).
+            m = np.array(m, dtype=np.float32, order="C")
+        if m.ndim != 2:
+            raise ValueError(f"matrix must be [V, D], got shape {m.shape}")
+        if m.shape[0] != len(words):
+            raise ValueError(f"{len(words)} words but matrix has {m.shape[0]} rows")
+        index: dict[str, int] = {}
+        for i, w in enumerate(words):
+            if not isinstance(w, str):
+                raise TypeError(f"words must be str, got {type(w).__name__} at row {i}")
+            if w in index:
+                raise ValueError(f"duplicate word {w!r} at rows {index[w]} and {i}")
+            index[w] = i
+        m.setflags(write=False)
+        object.__setattr__(self, "words", words)
+        object.__setattr__(self, "matrix", m)
+        object.__setattr__(self, "index", index)
+
+    # ----------------------------------------------------------------------- lookup
+    @property
+    def dim(self) -> int:
+        """D, the vector size."""
+        return int(self.matrix.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.index
+
+    def __iter__(self):
+        return iter(self.words)
+
+    def __repr__(self) -> str:
+        return f"Vectors(V={len(self)}, D={self.dim})"
+
+    def row(self, word: str) -> int:
+        """The row of ``word``; KeyError naming the word if it is not in the vocabulary."""
+        try:
+            return self.index[word]
+        except KeyError:
+            raise KeyError(f"word {word!r} is not in the vocabulary (V={len(self)})") from None
+
+    def __getitem__(self, word: str) -> np.ndarray:
+        """The ``[D]`` vector of ``word`` (read-only view)."""
+        return self.matrix[self.row(word)]
+
+    @functools.cached_property
+    def norms(self) -> np.ndarray:
+        """``[V]`` float32 L2 norms of the rows."""
+        return np.linalg.norm(self.matrix, axis=1).astype(np.float32)
+
+    def normalized(self) -> np.ndarray:
+        """``[V, D]`` float32 unit-norm rows (cached; all-zero rows stay zero)."""
+        return self._normalized
+
+    @functools.cached_property
+    def _normalized(self) -> np.ndarray:
+        n = self.norms
+        out = self.matrix / np.where(n > 0, n, 1.0).astype(np.float32)[:, None]
+        out.setflags(write=False)
+        return out
+
+    # --------------------------------------------------------------- similarity
+    def similarity(self, w1: str, w2: str) -> float:
+        """Cosine similarity of two words."""
+        u = self.normalized()
+        return float(np.dot(u[self.row(w1)], u[self.row(w2)]))
+
+    def most_similar(
+        self,
+        positive: str | np.ndarray | Sequence[str | np.ndarray] = (),
+        negative: str | np.ndarray | Sequence[str | np.ndarray] = (),
+        topn: int | None = 10,
+        restrict_vocab: int | None = None,
+    ) -> list[tuple[str, float]] | np.ndarray:
+        r"""Nearest words by cosine to a combination of query words, as gensim's ``most_similar``.
+
+        .. math:: t = \mathrm{unit}\Big(\tfrac{1}{n}\big(\textstyle\sum_{p} \hat v_p
+                  - \sum_{q} \hat v_q\big)\Big), \qquad \mathrm{score}(w) = \cos(v_w, t)
+
+        With ``positive=[b, c], negative=[a]`` this is 3CosAdd (Mikolov et al. 2013): the answer
+        to ``a : b :: c : ?``. Words are unit-normalised first; raw ``[D]`` arrays are used as
+        given.
+
+        Args:
+          positive: words (or ``[D]`` vectors) that pull the target towards them.
+          negative: words (or vectors) that push it away.
+          topn: how many results; ``None`` returns the ``[V']`` array of all cosines instead.
+          restrict_vocab: only the first this-many (most frequent) words are candidates.
+
+        Returns:
+          ``[(word, cosine)]`` best first, the query words excluded.
+        """
+        pos, neg = _as_list(positive), _as_list(negative)
+        if not pos and not neg:
+            raise ValueError("most_similar needs at least one positive or negative word")
+        if topn is not None and topn < 1:
+            return []
+        unit = self.normalized()
+        total = np.zeros(self.dim, dtype=np.float32)
+        exclude: set[int] = set()
+        for sign, items in ((1.0, pos), (-1.0, neg)):
+            for item in items:
+                if isinstance(item, str):
+                    i = self.row(item)
+                    exclude.add(i)
+                    total += sign * unit[i]
+                else:
+                    vec = np.asarray(item, dtype=np.float32)
+                    if vec.shape != (self.dim,):
+                        raise ValueError(f"query vectors must be [{self.dim}], got {vec.shape}")
+                    total += sign * vec
+        target = _unit(total / (len(pos) + len(neg)))
+        n = len(self) if restrict_vocab is None else max(0, min(int(restrict_vocab), len(self)))
+        cosines = unit[:n] @ target
+        if topn is None:
+            return cosines
+        keep = np.ones(n, dtype=bool)
+        keep[[i for i in exclude if i < n]] = False
+        cand = np.flatnonzero(keep)
+        k = min(topn, cand.size)
+        if k == 0:
+            return []
+        scores = cosines[cand]
+        top = np.argpartition(-scores, k - 1)[:k] if k < cand.size else np.arange(cand.size)
+        top = top[np.lexsort((cand[top], -scores[top]))]  # best first; ties by frequency rank
+        return [(self.words[cand[j]], float(scores[j])) for j in top]
+
+    # --------------------------------------------------------------------- files
+    def save_word2vec_format(self, path: str | os.PathLike, binary: bool) -> None:
+        """Writes the word2vec.c binary or text format (see the module docstring)."""
+        save_word2vec_format(self, path, binary=binary)
+
+    @classmethod
+    def load_word2vec_format(
+        cls, path: str | os.PathLike, binary: bool | None = None, **kw: Any
+    ) -> Vectors:
+        """Reads a word2vec.c binary or text file; ``binary=None`` detects which."""
+        return load_word2vec_format(path, binary=binary, **kw)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the native ``.npz`` (``words``, ``matrix``); no pickle needed to read it."""
+
+        def write(f):
+            np.savez(f, words=np.array(self.words, dtype=str), matrix=self.matrix)
+
+        _atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vectors:
+        """Reads a file written by :meth:`save`."""
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as z:
+                words, matrix = z["words"], z["matrix"]
+        except (KeyError, ValueError, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise ValueError(f"{os.fspath(path)!r} is not a w2v_jax vectors .npz: {e}") from e
+        if words.ndim != 1 or matrix.ndim != 2:
+            raise ValueError(f"{os.fspath(path)!r}: words must be [V] and matrix [V, D]")
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        matrix.setflags(write=False)
+        return cls(tuple(str(w) for w in words.tolist()), matrix)
+
+
+# ------------------------------------------------------------------------ helpers
+def _as_list(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (str, np.ndarray)):
+        return [x]
+    return list(x)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)
+
+
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """Calls ``write(binary_file)`` on a temp file next to ``path``, fsyncs, renames."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_writable_word(word: str) -> None:
+    if not word or any(ch.isspace() for ch in word):
+        raise ValueError(
+            f"word {word!r} cannot be written in word2vec format (empty or contains whitespace)"
+        )
+
+
+# ------------------------------------------------------------------ word2vec files
+def save_word2vec_format(vectors: Vectors, path: str | os.PathLike, *, binary: bool) -> None:
+    """Writes ``vectors`` in word2vec.c's binary (``binary=True``) or text format."""
+    for w in vectors.words:
+        _check_writable_word(w)
+    V, D = vectors.matrix.shape
+    le = vectors.matrix.astype("<f4", copy=False)
+    row_fmt = " ".join(["%.9g"] * D)
+
+    def write(f):
+        f.write(f"{V} {D}\n".encode())
+        if binary:
+            for w, row in zip(vectors.words, le, strict=True):
+                f.write(w.encode("utf-8") + b" " + row.tobytes() + b"\n")
+        else:
+            for w, row in zip(vectors.words, le.tolist(), strict=True):
+                f.write((w + " " + (row_fmt % tuple(row)) + "\n").encode("utf-8"))
+
+    _atomic_write(path, write)
+
+
+def _looks_like_text(data: bytes, start: int, dim: int, encoding: str) -> bool:
+    """True if the first record after the header parses as ``word v1 ... vD`` text."""
+    end = data.find(b"\n", start)
+    line = data[start : end if end >= 0 else len(data)]
+    try:
+        parts = line.decode(encoding).split()
+        if len(parts) != dim + 1:
+            return False
+        [float(p) for p in parts[1:]]
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def load_word2vec_format(
+    path: str | os.PathLike,
+    binary: bool | None = None,
+    *,
+    encoding: str = "utf-8",
+    unicode_errors: str = "strict",
+) -> Vectors:
+    """Reads a word2vec.c (or gensim) binary or text file.
+
+    Args:
+      path: the file.
+      binary: True / False for the format; None detects it from the first record.
+      encoding: of the words (word2vec.c writes bytes as they were in the corpus).
+      unicode_errors: ``"strict"``, or ``"replace"``/``"ignore"`` for files whose words were
+        truncated mid-character (word2vec.c cuts words at MAX_STRING bytes).
+
+    Returns:
+      :class:`Vectors` in file order. A repeated word keeps its first vector (as gensim does).
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    nl = data.find(b"\n")
+    try:
+        V, D = (int(x) for x in data[: nl if nl >= 0 else len(data)].split())
+    except ValueError:
+        raise ValueError(
+            f"{path!r}: not a word2vec file (the first line must be 'V D', got {data[:60]!r})"
+        ) from None
+    if V < 0 or D < 1:
+        raise ValueError(f"{path!r}: bad header V={V} D={D}")
+    pos = nl + 1
+    if binary is None:
+        binary = V > 0 and not _looks_like_text(data, pos, D, encoding)
+    words: list[str] = []
+    matrix = np.empty((V, D), dtype=np.float32)
+    if binary:
+        nbytes = 4 * D
+        for i in range(V):
+            while pos < len(data) and data[pos] == 0x0A:  # word2vec.c's "\n" after each vector
+                pos += 1
+            sp = data.find(b" ", pos)
+            if sp < 0 or sp + 1 + nbytes > len(data):
+                raise ValueError(
+                    f"{path!r}: binary file ends after {i} of {V} vectors (truncated, or the "
+                    f"header's counts are wrong)"
+                )
+            words.append(data[pos:sp].decode(encoding, errors=unicode_errors))
+            matrix[i] = np.frombuffer(data, dtype="<f4", count=D, offset=sp + 1)
+            pos = sp + 1 + nbytes
+    else:
+        lines = data[pos:].split(b"\n")
+        for i in range(V):
+            if i >= len(lines) or not lines[i].strip():
+                raise ValueError(f"{path!r}: text file ends after {i} of {V} vectors")
+            parts = lines[i].decode(encoding, errors=unicode_errors).rstrip().split(" ")
+            vals = [p for p in parts[1:] if p]
+            if len(vals) != D:
+                raise ValueError(
+                    f"{path!r}: line {i + 2} has {len(vals)} values, the header says D={D}"
+                )
+            words.append(parts[0])
+            try:
+                matrix[i] = np.array(vals, dtype=np.float32)
+            except ValueError as e:
+                raise ValueError(f"{path!r}: line {i + 2}: {e}") from None
+    if len(set(words)) != len(words):
+        seen: dict[str, int] = {}
+        keep = []
+        for i, w in enumerate(words):
+            if w not in seen:
+                seen[w] = i
+                keep.append(i)
+        logger.warning("%s: %d duplicate words, keeping the first of each", path, V - len(keep))
+        words = [words[i] for i in keep]
+        matrix = matrix[keep]
+    matrix.setflags(write=False)
+    return Vectors(tuple(words), matrix)
+
+
+# --------------------------------------------------------------------- from tables
+def from_tables(
+    words: Iterable[str],
+    center_vecs: Any,
+    outside_vecs: Any | None = None,
+    which: str = "in",
+) -> Vectors:
+    """Vectors from trained tables.
+
+    Args:
+      words: the vocabulary, row order of the tables.
+      center_vecs: ``[V, D]`` input vectors (word2vec.c syn0).
+      outside_vecs: ``[V, D]`` output vectors (syn1neg, or the full-softmax output table);
+        None for hierarchical softmax, whose ``node_vecs`` ``[V-1, D]`` belong to Huffman inner
+        nodes, not to words.
+      which: ``"in"`` input vectors (word2vec's output); ``"out"`` output vectors; ``"sum"``
+        ``w + c`` (Levy, Goldberg and Dagan 2015, section 3.3).
+
+    Returns:
+      :class:`Vectors` (host float32 copy).
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    words = tuple(words)
+    w = np.array(center_vecs, dtype=np.float32, order="C")  # host copy, no device view
+    if w.ndim != 2 or w.shape[0] != len(words):
+        raise ValueError(f"center_vecs must be [V={len(words)}, D], got shape {w.shape}")
+    if which == "in":
+        w.setflags(write=False)
+        return Vectors(words, w)
+    if outside_vecs is None:
+        raise ValueError(
+            f"which={which!r} needs output word vectors, but none were given: hierarchical "
+            "softmax trains node vectors [V-1, D] for the Huffman tree's inner nodes, not one "
+            "output vector per word; use which='in'"
+        )
+    c = np.array(outside_vecs, dtype=np.float32, order="C")
+    if c.shape != w.shape:
+        hint = (
+            " (that looks like hierarchical-softmax node vectors [V-1, D], which are not word "
+            "vectors)"
+            if c.ndim == 2 and c.shape[0] == len(words) - 1
+            else ""
+        )
+        raise ValueError(f"outside_vecs must be {w.shape}, got {c.shape}{hint}")
+    out = c if which == "out" else w + c
+    out.setflags(write=False)
+    return Vectors(words, out)
+
+
+def load_vectors(path: str | os.PathLike, binary: bool | None = None) -> Vectors:
+    """Any vectors file: a native ``.npz`` (by its zip signature), else word2vec binary or text
+    (``binary=None`` detects which)."""
+    with open(os.fspath(path), "rb") as f:
+        magic = f.read(4)
+    if magic == b"PK\x03\x04":
+        return Vectors.load(path)
+    return load_word2vec_format(path, binary=binary)
