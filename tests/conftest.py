@@ -14,3 +14,8 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import tempfile  # noqa: E402
+
+# Encoded-corpus caches of the suite go to a fresh folder, never the user's ~/.cache.
+os.environ.setdefault("W2V_JAX_CACHE", tempfile.mkdtemp(prefix="w2v_jax_test_cache_"))

@@ -9,14 +9,20 @@ from w2v_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _payload():
-    return {"params": {"center_vecs": np.arange(12, dtype=np.float32).reshape(3, 4)},
-            "step": np.asarray(7), "config": {"model": {"loss": "ns"}}, "words": ["a", "b"]}
+    return {
+        "params": {"center_vecs": np.arange(12, dtype=np.float32).reshape(3, 4)},
+        "step": np.asarray(7),
+        "config": {"model": {"loss": "ns"}},
+        "words": ["a", "b"],
+    }
 
 
 def test_round_trip(tmp_path):
     path = save_checkpoint(tmp_path / "c.w2v", _payload())
     back = load_checkpoint(path)
-    np.testing.assert_array_equal(back["params"]["center_vecs"], _payload()["params"]["center_vecs"])
+    np.testing.assert_array_equal(
+        back["params"]["center_vecs"], _payload()["params"]["center_vecs"]
+    )
     assert back["params"]["center_vecs"].dtype == np.float32
     assert int(back["step"]) == 7 and back["config"]["model"]["loss"] == "ns"
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no temp file left

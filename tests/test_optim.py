@@ -44,7 +44,9 @@ def test_sparse_equals_dense_for_sgd_and_adagrad(name):
     st_sparse = st_dense = tx.init(table)
     t_sparse = t_dense = table
     for step in range(3):  # several steps, so accumulated optimizer state matters
-        t_sparse, st_sparse = optim.sparse_apply(tx, t_sparse, st_sparse, ids, grads * (step + 1), lr)
+        t_sparse, st_sparse = optim.sparse_apply(
+            tx, t_sparse, st_sparse, ids, grads * (step + 1), lr
+        )
         t_dense, st_dense = optim.dense_apply(tx, t_dense, st_dense, dense_g * (step + 1), lr)
     # Equal up to float64 rounding: XLA may contract p - lr * g into an FMA in one program
     # and not in the other, so a last-bit difference is allowed, nothing more.
@@ -85,9 +87,7 @@ def test_sentinel_ids_are_ignored():
     masked = jnp.where(jnp.arange(ids.shape[0]) % 2 == 0, ids, V)  # every other entry masked
     out, _ = optim.sparse_apply(tx, table, tx.init(table), masked, grads, jnp.asarray(0.1))
     keep = np.asarray(masked) < V
-    ref, _ = optim.sparse_apply(
-        tx, table, tx.init(table), ids[keep], grads[keep], jnp.asarray(0.1)
-    )
+    ref, _ = optim.sparse_apply(tx, table, tx.init(table), ids[keep], grads[keep], jnp.asarray(0.1))
     np.testing.assert_array_equal(out, ref)
 
 

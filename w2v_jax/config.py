@@ -36,8 +36,8 @@ class DataConfig:
     dynamic_window: bool = True  # b ~ U{1..W} per center, word2vec.c `b = next_random % window`
     ns_exponent: float = 0.75  # noise ~ count^alpha, word2vec.c InitUnigramTable power 0.75
     lowercase: bool = False  # word2vec.c does not lowercase
-    max_sentence_len: int = 10_000  # word2vec.c MAX_SENTENCE_LENGTH 1000 words/sentence; gensim 10000
-    chunk_tokens: int = 1 << 20  # tokens per shuffled chunk of pairs (host memory vs shuffle quality)
+    max_sentence_len: int = 10_000  # gensim's cut; word2vec.c MAX_SENTENCE_LENGTH 1000
+    chunk_tokens: int = 1 << 20  # tokens per shuffled chunk (host memory vs shuffle quality)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,7 @@ class TrainConfig:
     steps_per_call: int = 8  # lax.scan length: steps fused into one device call
     update: str = "sparse"  # "sparse" row scatter-add; "dense" optax reference; "fused" C kernel
     grad: str = "manual"  # "manual": gradients.py; "autodiff": jax.grad of losses.py
+    dup_cap: float = 64.0  # a row named n times per batch steps by min(1, cap/n) x its grad sum
     seed: int = 1  # word2vec.c next_random = 1 per thread
     log_every_s: float = 5.0  # progress line period (seconds)
     checkpoint_every_s: float = 600.0  # periodic atomic checkpoint (seconds); 0 disables
@@ -96,9 +97,7 @@ def override(cfg: Config, **changes: Any) -> Config:
         if name not in _OWNER:
             raise ValueError(f"unknown config field {name!r}; known: {sorted(_OWNER)}")
         per_section.setdefault(_OWNER[name], {})[name] = value
-    parts = {
-        sec: dataclasses.replace(getattr(cfg, sec), **kw) for sec, kw in per_section.items()
-    }
+    parts = {sec: dataclasses.replace(getattr(cfg, sec), **kw) for sec, kw in per_section.items()}
     return validate(dataclasses.replace(cfg, **parts))
 
 
@@ -142,4 +141,5 @@ def validate(cfg: Config) -> Config:
     _check(t.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}")
     _check(t.update in UPDATE_MODES, f"--update must be one of {UPDATE_MODES}")
     _check(t.grad in GRAD_MODES, f"--grad must be one of {GRAD_MODES}")
+    _check(t.dup_cap >= 1, f"--dup-cap must be >= 1 (inf: plain sum), got {t.dup_cap}")
     return cfg

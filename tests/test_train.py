@@ -1,0 +1,330 @@
+"""Tests `../w2v_jax/train.py`: six variants learn, the step stays row-sparse, resume is exact."""
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from w2v_jax import config as config_lib
+from w2v_jax.config import Config, override
+from w2v_jax.train import TrainState, make_step, train
+
+TOPICS, WORDS_PER_TOPIC = 3, 8
+
+
+def _write_topic_corpus(path, n_sentences=600, length=10, seed=0):
+    """Sentences drawn from one topic each: same-topic words share every context."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(n_sentences):
+        t = rng.integers(TOPICS)
+        words = rng.integers(WORDS_PER_TOPIC, size=length)
+        lines.append(" ".join(f"t{t}w{w}" for w in words))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def topic_corpus(tmp_path_factory):
+    return _write_topic_corpus(tmp_path_factory.mktemp("corpus") / "topics.txt")
+
+
+def _cfg(**kw):
+    base = dict(
+        min_count=1,
+        sample=0.0,
+        window=3,
+        dim=16,
+        negative=5,
+        epochs=4,
+        batch_size=256,
+        steps_per_call=4,
+        log_every_s=1e9,
+        checkpoint_every_s=0.0,
+    )
+    base.update(kw)
+    return override(Config(), **base)
+
+
+def _topic_margin(result):
+    vecs = result.vectors("in")
+    unit = vecs.matrix / np.linalg.norm(vecs.matrix, axis=1, keepdims=True)
+    topic = np.array([int(w[1]) for w in vecs.words])
+    cos = unit @ unit.T
+    same = topic[:, None] == topic[None, :]
+    off_diag = ~np.eye(len(topic), dtype=bool)
+    return cos[same & off_diag].mean(), cos[~same].mean()
+
+
+VARIANTS = list(itertools.product(["sg", "cbow"], ["ns", "hs", "softmax"]))
+
+
+@pytest.mark.parametrize("model,loss", VARIANTS)
+def test_each_variant_lowers_loss_and_learns_topics(topic_corpus, model, loss):
+    result = train(str(topic_corpus), _cfg(model=model, loss=loss), progress=False)
+    assert len(result.epoch_loss) == 4
+    assert result.epoch_loss[-1] < 0.9 * result.epoch_loss[0], result.epoch_loss
+    within, across = _topic_margin(result)
+    # Same-topic words share all their contexts, different topics none: after 4 epochs the
+    # within-topic cosine is high and clearly above the across-topic one.
+    assert within > 0.5 and within - across > 0.4, (within, across)
+
+
+def _state_and_batch(cfg, vocab_size=50, b=8, c=4, seed=0):
+    from w2v_jax import huffman, sampling
+    from w2v_jax.train import Tables, init_params, init_state
+
+    rng = np.random.default_rng(seed)
+    counts = np.sort(rng.integers(1, 1000, size=vocab_size))[::-1].astype(np.int64)
+    tables = Tables()
+    if cfg.model.loss == "ns":
+        tables = Tables(noise=sampling.build_noise_table(counts, 0.75))
+    elif cfg.model.loss == "hs":
+        hf = huffman.build_huffman(counts)
+        tables = Tables(
+            points=jnp.asarray(hf.points),
+            codes=jnp.asarray(hf.codes),
+            lengths=jnp.asarray(hf.lengths),
+        )
+    params = init_params(cfg, vocab_size, jax.random.key(seed))
+    # Non-zero output rows so that every gradient term is exercised.
+    params = {
+        k: v + 0.1 * jax.random.normal(jax.random.key(seed + 1), v.shape, v.dtype)
+        for k, v in params.items()
+    }
+    state = init_state(cfg, params, tables)
+    ids = lambda *s: jnp.asarray(rng.integers(0, vocab_size, size=s), jnp.int32)  # noqa: E731
+    mask = jnp.asarray((np.arange(b) < b - 2).astype(np.float32))  # two padded rows
+    if cfg.model.model == "sg":
+        batch = {"center": ids(b), "context": ids(b), "mask": mask}
+    else:
+        cmask = jnp.asarray((rng.random((b, c)) < 0.7).astype(np.float32))
+        batch = {"center": ids(b), "context": ids(b, c), "context_mask": cmask, "mask": mask}
+    batch["progress"] = jnp.float32(0.3)
+    return state, batch
+
+
+@pytest.mark.parametrize("model,loss", VARIANTS)
+def test_manual_and_autodiff_gradients_give_the_same_update(model, loss):
+    cfg = _cfg(model=model, loss=loss, cbow_grad="exact")
+    state, batch = _state_and_batch(cfg)
+    key = jax.random.key(3)
+    s_manual, m_manual = make_step(cfg)(state, batch, key)
+    s_auto, m_auto = make_step(override(cfg, grad="autodiff"))(state, batch, key)
+    for name in s_manual.params:
+        np.testing.assert_allclose(
+            s_manual.params[name], s_auto.params[name], rtol=1e-5, atol=1e-7, err_msg=name
+        )
+    np.testing.assert_allclose(m_manual["loss_sum"], m_auto["loss_sum"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_sparse_step_equals_dense_optax_step(optimizer):
+    cfg = _cfg(optimizer=optimizer)
+    state, batch = _state_and_batch(cfg)
+    key = jax.random.key(4)
+    s_sparse, _ = make_step(cfg)(state, batch, key)
+    dense_cfg = override(cfg, update="dense")
+    _, batch = _state_and_batch(dense_cfg)
+    from w2v_jax.train import init_state
+
+    dense_state = init_state(dense_cfg, state.params, state.tables)
+    s_dense, _ = make_step(dense_cfg)(dense_state, batch, key)
+    for name in s_sparse.params:
+        np.testing.assert_allclose(
+            s_sparse.params[name], s_dense.params[name], rtol=1e-6, atol=1e-9, err_msg=name
+        )
+
+
+def _big_outputs(cfg, vocab_size):
+    """Primitives in the step's jaxpr whose output has V rows (V much larger than B)."""
+    state, batch = _state_and_batch(cfg, vocab_size=vocab_size)
+    jaxpr = jax.make_jaxpr(make_step(cfg))(state, batch, jax.random.key(0))
+    found = []
+
+    def walk(jx):
+        for eqn in jx.eqns:
+            for sub in jax.core.subjaxprs(eqn) if hasattr(jax.core, "subjaxprs") else []:
+                walk(sub)
+            for p in eqn.params.values():
+                if hasattr(p, "jaxpr") and hasattr(p.jaxpr, "eqns"):
+                    walk(p.jaxpr)
+                elif hasattr(p, "eqns"):
+                    walk(p)
+            for v in eqn.outvars:
+                shape = getattr(v.aval, "shape", ())
+                if len(shape) >= 1 and shape[0] >= vocab_size - 1:
+                    found.append(eqn.primitive.name)
+
+    walk(jaxpr.jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("model,loss", list(itertools.product(["sg", "cbow"], ["ns", "hs"])))
+def test_step_has_no_vocab_sized_intermediate(model, loss):
+    # The only [V, ...] values a row-sparse step may produce are the scattered tables themselves.
+    found = _big_outputs(_cfg(model=model, loss=loss), vocab_size=5000)
+    assert found and set(found) <= {"scatter-add", "scatter", "pjit", "jit"}, found
+
+
+def test_softmax_is_the_one_dense_loss():
+    found = _big_outputs(_cfg(loss="softmax"), vocab_size=500)
+    assert "dot_general" in found
+
+
+def test_second_call_does_not_retrace():
+    cfg = _cfg()
+    traces = []
+    step = make_step(cfg)
+
+    def counted(state, batch, key):
+        traces.append(1)
+        return step(state, batch, key)
+
+    jitted = jax.jit(counted, donate_argnums=0)
+    state, batch = _state_and_batch(cfg)
+    state, _ = jitted(state, batch, jax.random.key(0))
+    state, _ = jitted(state, batch, jax.random.key(0))
+    assert len(traces) == 1
+    assert isinstance(state, TrainState) and int(state.step) == 2
+
+
+def test_same_seed_same_vectors(topic_corpus):
+    cfg = _cfg(epochs=1)
+    a = train(str(topic_corpus), cfg, progress=False)
+    b = train(str(topic_corpus), cfg, progress=False)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    c = train(str(topic_corpus), override(cfg, seed=2), progress=False)
+    assert not np.array_equal(a.params["center_vecs"], c.params["center_vecs"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_resume_is_bit_identical(topic_corpus, tmp_path, optimizer):
+    cfg = _cfg(epochs=2, optimizer=optimizer, batch_size=128, steps_per_call=2)
+    full = train(str(topic_corpus), cfg, progress=False)
+    part = train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=6)
+    assert not np.array_equal(part.params["center_vecs"], full.params["center_vecs"])
+    resumed = train(str(topic_corpus), cfg, out=tmp_path, resume=True, progress=False)
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
+
+
+def test_resume_refuses_a_different_run(topic_corpus, tmp_path):
+    cfg = _cfg(epochs=1)
+    train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=2)
+    with pytest.raises(ValueError, match="different run"):
+        train(str(topic_corpus), override(cfg, dim=8), out=tmp_path, resume=True, progress=False)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "w2v_jax.cli", "train", *args]
+
+
+def test_killed_run_resumes_bit_identical(topic_corpus, tmp_path):
+    common = [
+        "--corpus",
+        str(topic_corpus),
+        "--min-count",
+        "1",
+        "--sample",
+        "0",
+        "--dim",
+        "8",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--steps-per-call",
+        "1",
+        "--quiet",
+        "--format",
+        "text",
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    ref = subprocess.run(
+        _cli(*common, "--out", str(tmp_path / "ref")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        _cli(*common, "--out", str(run), "--checkpoint-every", "1e-6"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (run / "checkpoint.w2v").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "vectors.txt").exists(), "the run finished before it could be killed"
+    res = subprocess.run(
+        _cli(*common, "--out", str(run), "--resume"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (run / "vectors.txt").read_text() == (tmp_path / "ref" / "vectors.txt").read_text()
+
+
+def test_gensim_loads_our_vectors(topic_corpus, tmp_path):
+    from gensim.models import KeyedVectors
+
+    result = train(str(topic_corpus), _cfg(epochs=1), progress=False)
+    vecs = result.vectors("sum")
+    vecs.save_word2vec_format(tmp_path / "v.bin", binary=True)
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin"), binary=True)
+    assert list(kv.index_to_key) == list(result.vocab.words)
+    np.testing.assert_array_equal(
+        kv.vectors, result.params["center_vecs"] + result.params["outside_vecs"]
+    )
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(loss="nce"), "--loss"),
+        (dict(dim=0), "--dim"),
+        (dict(negative=-1), "--negative"),
+        (dict(window=0), "--window"),
+        (dict(epochs=0), "--epochs"),
+    ],
+)
+def test_bad_config_fails_fast(changes, match):
+    with pytest.raises(ValueError, match=match):
+        override(Config(), **changes)
+
+
+def test_softmax_refuses_a_huge_vocabulary(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules["w2v_jax.train"], "MAX_SOFTMAX_VOCAB", 10)
+    path = _write_topic_corpus(tmp_path / "c.txt", n_sentences=50)
+    with pytest.raises(ValueError, match="--loss softmax"):
+        train(str(path), _cfg(loss="softmax"), progress=False)
+
+
+def test_defaults_are_word2vec():
+    cfg = Config()
+    assert (cfg.data.window, cfg.model.negative, cfg.data.sample, cfg.data.min_count) == (
+        5,
+        5,
+        1e-3,
+        5,
+    )
+    assert cfg.alpha == 0.025 and override(cfg, model="cbow").alpha == 0.05
+    assert cfg.train.min_alpha == 1e-4 and cfg.model.dim == 100
+    assert config_lib.from_dict(__import__("dataclasses").asdict(cfg)) == cfg
