@@ -1,0 +1,265 @@
+"""Tests `../w2v_jax/corpus.py`: reading, named corpora, bad input, the encoded-corpus cache."""
+
+import bz2
+import dataclasses
+import gzip
+import io
+import os
+import sys
+import urllib.error
+
+import numpy as np
+import pytest
+
+from w2v_jax import corpus as corpus_mod
+from w2v_jax.config import DataConfig
+from w2v_jax.corpus import (
+    EncodedCorpus,
+    encode_corpus,
+    encode_sentences,
+    iter_sentences,
+    resolve_corpus,
+)
+from w2v_jax.vocab import build_vocab
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("W2V_JAX_CACHE", str(tmp_path / "cache"))
+
+
+def write(path, text, mode="w"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "w":
+        path.write_text(text, encoding="utf-8")
+    else:
+        path.write_bytes(text)
+    return path
+
+
+def test_one_sentence_per_line(tmp_path):
+    p = write(tmp_path / "c.txt", "the cat sat\n\n  on\tthe mat  \nThe End\n")
+    assert list(iter_sentences(p)) == [["the", "cat", "sat"], ["on", "the", "mat"], ["The", "End"]]
+    assert list(iter_sentences(p, lowercase=True))[-1] == ["the", "end"]
+    assert list(iter_sentences(p, token_pattern=r"[a-z]+"))[-1] == ["he", "nd"]
+
+
+def test_folder_reads_files_in_sorted_order_and_skips_hidden(tmp_path):
+    write(tmp_path / "d" / "b.txt", "two\n")
+    write(tmp_path / "d" / "a.txt", "one\n")
+    write(tmp_path / "d" / ".hidden", "zero\n")
+    assert list(iter_sentences(tmp_path / "d")) == [["one"], ["two"]]
+
+
+@pytest.mark.parametrize("block_chars", [None, 3, 6, 37, 64])
+def test_long_line_is_cut_at_max_sentence_len(tmp_path, monkeypatch, block_chars):
+    if block_chars:  # exercise the block-wise path for lines longer than a read block
+        monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", block_chars)
+    words = [f"w{i}" for i in range(1003)]
+    p = write(tmp_path / "text8", " " + " ".join(words) + "\nshort line\n")
+    sents = list(iter_sentences(p, max_sentence_len=100))
+    assert [len(s) for s in sents] == [100] * 10 + [3, 2]
+    assert sum(sents[:11], []) == words
+    assert sents[-1] == ["short", "line"]
+
+
+def test_gz_and_bz2_are_transparent(tmp_path):
+    text = "ein zwei drei\nvier\n"
+    write(tmp_path / "c.gz", gzip.compress(text.encode()), mode="b")
+    write(tmp_path / "c.bz2", bz2.compress(text.encode()), mode="b")
+    for name in ("c.gz", "c.bz2"):
+        assert list(iter_sentences(tmp_path / name)) == [["ein", "zwei", "drei"], ["vier"]]
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("empty.txt", b"", "empty corpus"),
+        ("blank.txt", b" \n\n\t\n", "empty corpus"),
+        ("nul.bin", b"abc\x00\x01\x02def\n", "binary file"),
+        ("latin1.txt", "caf\u00e9 cr\u00e8me\n".encode("latin-1"), "not UTF-8"),
+        ("bad.gz", b"this is not gzip data", "cannot read"),
+    ],
+)
+def test_bad_files_give_one_line_errors_naming_the_flag(tmp_path, name, content, match):
+    p = write(tmp_path / name, content, mode="b")
+    with pytest.raises(ValueError, match=match) as e:
+        list(iter_sentences(p))
+    assert "--corpus" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_path_and_empty_folder(tmp_path):
+    with pytest.raises(ValueError, match="--corpus .*no such file") as e:
+        list(iter_sentences(tmp_path / "nope.txt"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="--corpus .*neither|no such file"):
+        resolve_corpus(str(tmp_path / "nope.txt"))
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(ValueError, match="--corpus .*no files"):
+        list(iter_sentences(tmp_path / "emptydir"))
+
+
+def test_resolve_path_fingerprint_tracks_the_file(tmp_path):
+    p = write(tmp_path / "c.txt", "a b c\n")
+    s1 = resolve_corpus(str(p))
+    assert s1.path == str(p) and list(s1.sentences()) == [["a", "b", "c"]]
+    assert resolve_corpus(str(p)).fingerprint == s1.fingerprint
+    write(p, "a b c d\n")
+    os.utime(p, ns=(1, 1))
+    assert resolve_corpus(str(p)).fingerprint != s1.fingerprint
+    low = resolve_corpus(str(p), lowercase=True)
+    assert low.cache_key != resolve_corpus(str(p)).cache_key
+
+
+def test_named_gensim_corpora_resolve():
+    pytest.importorskip("gensim")
+    lee = resolve_corpus("lee")
+    assert lee.path.endswith("lee_background.cor") and lee.fingerprint.startswith("lee:")
+    first = next(iter(lee.sentences()))
+    assert first[:3] == ["Hundreds", "of", "people"]
+    assert resolve_corpus("head500").path.endswith("head500.noblanks.cor")
+
+
+def test_wiki_sample_is_tokenised_once_into_the_cache(tmp_path, monkeypatch):
+    gensim_corpora = pytest.importorskip("gensim.corpora")
+    calls = []
+
+    class FakeWiki:
+        def __init__(self, path, dictionary):
+            calls.append(path)
+            assert dictionary == {}
+
+        def get_texts(self):
+            yield ["anarchism", "is", "a", "political", "philosophy"]
+            yield ["autism", "is"]
+
+    monkeypatch.setattr(gensim_corpora, "WikiCorpus", FakeWiki)
+    src = resolve_corpus("wiki-sample", cache_dir=tmp_path / "c")
+    assert list(src.sentences()) == [
+        ["anarchism", "is", "a", "political", "philosophy"],
+        ["autism", "is"],
+    ]
+    again = resolve_corpus("wiki-sample", cache_dir=tmp_path / "c")
+    assert len(calls) == 1 and again.path == src.path and again.fingerprint == src.fingerprint
+    assert corpus_mod.WIKI_SAMPLE_FILE in calls[0]
+
+
+def test_gensim_missing_gives_install_hint(monkeypatch):
+    for mod in ("gensim", "gensim.test", "gensim.test.utils"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    with pytest.raises(ValueError, match="pip install gensim.*--corpus PATH"):
+        resolve_corpus("lee")
+
+
+def test_text8_offline_says_pass_corpus_path(tmp_path, monkeypatch):
+    def offline(url):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(corpus_mod, "_open_url", offline)
+    with pytest.raises(ValueError, match="text8 .*--corpus PATH") as e:
+        resolve_corpus("text8", cache_dir=tmp_path / "c")
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "c" / "corpora").glob("*.tmp"))  # no debris
+
+
+def test_text8_download_checksum_mismatch(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "_open_url", lambda url: io.BytesIO(b"not text8"))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        resolve_corpus("text8", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c" / "corpora" / "text8.zip").exists()
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="not a named corpus"):
+        resolve_corpus("no-such-corpus")
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _source(tmp_path, text, **kw):
+    p = write(tmp_path / "corpus.txt", text)
+    return resolve_corpus(str(p), **kw)
+
+
+def test_encode_drops_unknown_words_and_keeps_raw_counts(tmp_path):
+    src = _source(tmp_path, "a b zz a\nzz zz\nb a c\n")
+    vocab = build_vocab([["a", "a", "b", "c", "b"]], dataclasses.replace(DataConfig(), min_count=2))
+    enc = encode_corpus(src, vocab, cache_dir=tmp_path / "cache")
+    assert vocab.words == ("a", "b")
+    np.testing.assert_array_equal(enc.ids, [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(enc.sentence_starts, [0, 3, 3, 5])  # all-OOV line kept empty
+    assert enc.raw_words == 9
+    np.testing.assert_array_equal(enc.raw_starts, [0, 4, 6, 9])
+    assert enc.ids.dtype == np.int32 and enc.sentence_starts.dtype == np.int64
+
+
+def test_encode_cache_round_trips_and_is_memory_mapped(tmp_path, monkeypatch):
+    src = _source(tmp_path, "x y z x\ny y\n" * 50)
+    vocab = build_vocab(src.sentences(), dataclasses.replace(DataConfig(), min_count=1))
+    first = encode_corpus(src, vocab)
+    calls = []
+    real = corpus_mod._encode_stream
+    monkeypatch.setattr(
+        corpus_mod, "_encode_stream", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    second = encode_corpus(src, vocab)
+    assert calls == []  # served from the cache
+    assert isinstance(second.ids, np.memmap)
+    np.testing.assert_array_equal(second.ids, first.ids)
+    np.testing.assert_array_equal(second.sentence_starts, first.sentence_starts)
+    assert second.raw_words == first.raw_words == 300
+    expected = encode_sentences(src.sentences(), vocab)
+    np.testing.assert_array_equal(second.ids, expected.ids)
+    np.testing.assert_array_equal(second.raw_starts, expected.raw_starts)
+
+
+def test_encode_cache_is_invalidated_by_settings_vocab_and_file(tmp_path, monkeypatch):
+    src = _source(tmp_path, "A b a\nb B\n")
+    data = dataclasses.replace(DataConfig(), min_count=1)
+    vocab = build_vocab(src.sentences(), data)
+    base = encode_corpus(src, vocab)
+    calls = []
+    real = corpus_mod._encode_stream
+    monkeypatch.setattr(
+        corpus_mod, "_encode_stream", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    # tokenizer settings
+    low = resolve_corpus(src.path, lowercase=True)
+    enc = encode_corpus(low, vocab)
+    assert len(calls) == 1
+    a, b = vocab.index["a"], vocab.index["b"]
+    np.testing.assert_array_equal(enc.ids, [a, b, a, b, b])  # "A b a / b B" lowercased
+    # vocabulary
+    vocab2 = build_vocab(low.sentences(), data)
+    encode_corpus(low, vocab2)
+    assert len(calls) == 2
+    # the file itself
+    write(tmp_path / "corpus.txt", "A A A\n")
+    os.utime(src.path, ns=(2, 2))
+    enc = encode_corpus(resolve_corpus(src.path), vocab)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(enc.ids, [vocab.index["A"]] * 3)
+    assert base.num_tokens == 5
+
+
+def test_encode_with_no_known_word_is_an_error(tmp_path):
+    src = _source(tmp_path, "p q r\n")
+    vocab = build_vocab([["a"]], dataclasses.replace(DataConfig(), min_count=1))
+    with pytest.raises(ValueError, match="no in-vocabulary tokens"):
+        encode_corpus(src, vocab, cache_dir=tmp_path / "c")
+
+
+def test_encoded_corpus_checks_offsets():
+    with pytest.raises(ValueError, match="sentence_starts"):
+        EncodedCorpus(np.zeros(3, np.int32), np.array([0, 2]), 3)
+
+
+def test_lee_end_to_end():
+    pytest.importorskip("gensim")
+    src = resolve_corpus("lee")
+    vocab = build_vocab(src.sentences(), DataConfig())
+    enc = encode_sentences(src.sentences(), vocab)
+    assert vocab.words[:3] == ("the", "to", "of")
+    assert enc.raw_words == vocab.total_words
+    assert enc.num_tokens == int(vocab.counts.sum())  # every kept token is in the vocabulary
