@@ -1,0 +1,367 @@
+"""Vocabulary-sharded step: the collectives in its compiled HLO, their bytes, and pairs/s.
+
+    python bench/sharding.py                       # sg/ns, V=1e5 D=100 B=4096 K=5; ~1-2 min
+    python bench/sharding.py --model cbow --loss hs --devices 1 2
+    python bench/sharding.py --json out.json       # also write the rows as JSON
+    python bench/sharding.py --rounds 3 --baseline # 1,2,4,1,2,4,... pooled; + train.py's step
+    python bench/sharding.py --platform gpu --devices 1 2 4 8   # real accelerators
+
+For each device count n (default 1, 2, 4) a fresh Python process is started with
+``XLA_FLAGS=--xla_force_host_platform_device_count=n`` (set before JAX is imported), so every n
+runs with its own CPU client. It builds the tables row-sharded over n simulated CPU devices,
+compiles :func:`w2v_jax.sharding.make_sharded_step`, lists the collectives of the optimized HLO
+(``lower(...).compile().as_text()``) with their operand and result bytes per device per step,
+and times ``--repeats`` runs of ``--steps`` steps on batches already on the devices (pairs/s =
+B * steps / seconds, median over repeats). With ``--baseline`` the single-device trainer step
+(:func:`w2v_jax.train.make_train_step`, which also draws its negatives on device) is timed too.
+
+Simulated CPU devices share the machine's cores: on a 2-core machine, 4 devices are 2 cores
+time-sliced, so only n <= cores can show a speed-up; on any machine they measure the
+communication and bookkeeping overhead of the sharded step, not multi-GPU scaling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _zipf_ids(rng, v, shape, power=1.0):
+    """Ids drawn with p(rank r) ~ r^-power: Zipf(1) words, power 0.75 for the noise distribution."""
+    import numpy as np
+
+    p = np.arange(1, v + 1, dtype=np.float64) ** -power
+    return rng.choice(v, size=shape, p=p / p.sum()).astype(np.int32)
+
+
+def _batches(args, n_batches, tree):
+    import numpy as np
+
+    from w2v_jax import sharding
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n_batches):
+        b = {"center": _zipf_ids(rng, args.vocab, args.batch),
+             "mask": np.ones(args.batch, np.float32)}
+        if args.model == "sg":
+            b["context"] = _zipf_ids(rng, args.vocab, args.batch)
+            target = b["context"]
+        else:
+            b["context"] = _zipf_ids(rng, args.vocab, (args.batch, 2 * args.window))
+            b["context_mask"] = np.ones((args.batch, 2 * args.window), np.float32)
+            target = b["center"]
+        if args.loss == "ns":
+            b["negatives"] = _zipf_ids(rng, args.vocab, (args.batch, args.negative), 0.75)
+        else:
+            b.update(sharding.hs_path_rows(tree, target))
+        out.append(b)
+    return out
+
+
+def _time(fn, args):
+    import jax
+
+    fn()  # compile + warm up
+    jax.block_until_ready(fn())
+    runs = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        runs.append(time.perf_counter() - t)
+    return runs
+
+
+def worker(args) -> dict:
+    """Runs in a process whose XLA_FLAGS ask for ``args.worker`` CPU devices."""
+    import jax
+    import numpy as np
+
+    from w2v_jax import huffman, sharding
+
+    n = args.worker
+    if args.platform == "cpu":
+        assert len(jax.devices()) == n, jax.devices()
+    elif len(jax.devices()) < n:
+        raise SystemExit(f"--devices {n}: only {len(jax.devices())} {args.platform} devices")
+    mesh = sharding.make_mesh(jax.devices()[:n])
+    rng = np.random.default_rng(1)
+    v, d = args.vocab, args.dim
+    out_name = "node_vecs" if args.loss == "hs" else "outside_vecs"
+    host = {
+        "center_vecs": rng.uniform(-0.5 / d, 0.5 / d, (v, d)).astype(np.float32),
+        out_name: np.zeros((sharding.table_rows(out_name, v), d), np.float32),
+    }
+    counts = np.maximum((1e7 / np.arange(1, v + 1)).astype(np.int64), 1)
+    tree = huffman.build_huffman(counts) if args.loss == "hs" else None
+    host_batches = _batches(args, 8, tree)
+    batches = [sharding.shard_batch(b, mesh) for b in host_batches]
+    params = sharding.shard_params(host, mesh)
+    jax.block_until_ready((batches, params))  # all host-to-device copies done before timing
+    step = sharding.make_sharded_step(mesh, model=args.model, loss=args.loss)
+
+    compiled = step.lower(params, batches[0], 0.025).compile()
+    ops = sharding.hlo_collectives(compiled.as_text())
+    mem = compiled.memory_analysis()
+    row = {
+        "devices": n, "model": args.model, "loss": args.loss, "V": v, "D": d, "B": args.batch,
+        "K": args.negative, "L": int(tree.points.shape[1]) if tree is not None else None,
+        "cores": os.cpu_count(), "collectives": ops,
+        "table_bytes_per_device": sum(int(t.addressable_shards[0].data.nbytes)
+                                      for t in params.values()),
+        "temp_bytes_per_device": int(getattr(mem, "temp_size_in_bytes", -1)) if mem else None,
+    }
+
+    state = {"params": params}
+
+    def run_sharded():
+        # every step waits for the previous one, here and in the baseline: the sharded step
+        # does so itself on CPU meshes (make_sharded_step(sync_cpu=True)), so the comparison
+        # is like for like
+        p = state["params"]
+        for s in range(args.steps):
+            p, loss_sum = jax.block_until_ready(step(p, batches[s % len(batches)], 0.025))
+        state["params"] = p
+        return loss_sum
+
+    row["load_before"] = os.getloadavg()[0]
+    runs = _time(run_sharded, args)
+    row["seconds"] = runs
+    row["pairs_per_s"] = args.batch * args.steps / statistics.median(runs)
+    row["best_pairs_per_s"] = args.batch * args.steps / min(runs)
+
+    if args.baseline and n == 1:
+        row["baseline_pairs_per_s"] = _baseline(args, host, tree, host_batches)
+    return row
+
+
+def _baseline(args, host, tree, host_batches):
+    """pairs/s of the single-device trainer step (train.make_train_step), same shapes."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from w2v_jax import config as config_lib
+    from w2v_jax import sampling
+    from w2v_jax.train import Tables, init_state, make_train_step
+
+    cfg = config_lib.override(
+        config_lib.Config(), model=args.model, loss=args.loss, dim=args.dim,
+        negative=args.negative, batch_size=args.batch, window=args.window,
+    )
+    if args.loss == "ns":
+        counts = np.maximum((1e7 / np.arange(1, args.vocab + 1)).astype(np.int64), 1)
+        tables = Tables(noise=jax.device_put(sampling.build_noise_table(counts, 0.75)))
+    else:
+        tables = Tables(points=jnp.asarray(tree.points), codes=jnp.asarray(tree.codes),
+                              lengths=jnp.asarray(tree.lengths))
+    st = {"state": init_state(cfg, {k: jnp.asarray(v) for k, v in host.items()}, tables)}
+    step = make_train_step(cfg)
+    keep = ("center", "context", "mask", "context_mask")
+    batches = [{**{k: jnp.asarray(b[k]) for k in keep if k in b},
+                "progress": jnp.float32(0.0)} for b in host_batches]
+    key = jax.random.key(0)
+
+    def run():
+        s = st["state"]
+        for i in range(args.steps):
+            s, metrics = jax.block_until_ready(step(s, batches[i % len(batches)], key))
+        st["state"] = s
+        return metrics["loss_sum"]
+
+    runs = _time(run, args)
+    return args.batch * args.steps / statistics.median(runs)
+
+
+def dedup_estimate(args, ns=(2, 4, 8, 16, 64, 256)) -> list[dict]:
+    """Host-side estimate of the next step: dedup per device + fixed-capacity all-to-all buckets.
+
+    For one global batch of ``args`` (SGNS outside table: context + negatives), splits it over n
+    devices as the step does, counts each device's unique ids, and the largest (device, owner)
+    bucket under "div" (contiguous rows, as now) and "mod" (id % n) ownership. A fixed-capacity
+    all-to-all that drops nothing needs capacity c = that maximum; each device then exchanges
+    n * c rows each way instead of the B * (1 + K) rows of the all-gather scheme.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b = args.batch
+    ids = np.concatenate([
+        _zipf_ids(rng, args.vocab, (b, 1)),
+        _zipf_ids(rng, args.vocab, (b, args.negative), 0.75),
+    ], axis=1)  # [B, 1 + K], row i = example i
+    out = []
+    for n in ns:
+        if b % n:
+            continue
+        vs = -(-args.vocab // n)
+        uniq = [np.unique(part) for part in np.split(ids, n)]
+        cap = {
+            "div": max(int(np.bincount(u // vs, minlength=n).max()) for u in uniq),
+            "mod": max(int(np.bincount(u % n, minlength=n).max()) for u in uniq),
+        }
+        out.append({
+            "devices": n,
+            "rows_allgather": b * ids.shape[1],
+            "unique_mean": float(np.mean([len(u) for u in uniq])),
+            "cap_div": cap["div"], "cap_mod": cap["mod"],
+            "rows_bucket_mod": n * cap["mod"], "rows_bucket_div": n * cap["div"],
+        })
+    return out
+
+
+def report_dedup(rows, args) -> None:
+    d = args.dim
+    print(f"\n### next step, estimated: dedup + all-to-all buckets (outside table, B={args.batch}, "
+          f"K={args.negative}, Zipf(1) words, negatives ~ r^-0.75)\n")
+    print("| devices | rows now (all-gather) | unique ids / device | bucket cap div / mod "
+          "| rows bucketed, mod | f32 bytes per device per direction: now -> bucketed |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['devices']} | {r['rows_allgather']:,} | {r['unique_mean']:,.0f} | "
+              f"{r['cap_div']} / {r['cap_mod']} | {r['rows_bucket_mod']:,} | "
+              f"{_fmt_bytes(r['rows_allgather'] * d * 4)} -> "
+              f"{_fmt_bytes(r['rows_bucket_mod'] * d * 4)} |")
+
+
+def _fmt_bytes(x: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(x) < 1024 or unit == "GiB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.2f} {unit}"
+        x /= 1024
+    return str(x)
+
+
+def report(rows) -> None:
+    r0 = rows[0]
+    print(f"\n## {r0['model']}/{r0['loss']}: V={r0['V']} D={r0['D']} B={r0['B']} K={r0['K']}"
+          + (f" L={r0['L']}" if r0["L"] else "") + f"; {r0['cores']} CPU cores\n")
+    for r in rows:
+        if not r["collectives"]:
+            continue
+        print(f"### collectives of the compiled step, {r['devices']} devices "
+              "(bytes per device per step)\n")
+        print("| op | result | operand bytes | result bytes |")
+        print("| --- | --- | ---: | ---: |")
+        for o in r["collectives"]:
+            print(f"| {o['op']} | `{o['result']}` | {_fmt_bytes(o['operand_bytes'])} | "
+                  f"{_fmt_bytes(o['result_bytes'])} |")
+        tot_in = sum(o["operand_bytes"] for o in r["collectives"])
+        tot_out = sum(o["result_bytes"] for o in r["collectives"])
+        print(f"| **total** ({len(r['collectives'])} ops) | | {_fmt_bytes(tot_in)} | "
+              f"{_fmt_bytes(tot_out)} |\n")
+    print("### memory and throughput\n")
+    print("| devices | tables per device | XLA temp per device | pairs/s (median) | vs 1 device "
+          "| pairs/s (best) | max load avg |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    base = rows[0]["pairs_per_s"]
+    for r in rows:
+        print(f"| {r['devices']} | {_fmt_bytes(r['table_bytes_per_device'])} | "
+              f"{_fmt_bytes(r['temp_bytes_per_device'] or 0)} | {r['pairs_per_s']:,.0f} | "
+              f"{r['pairs_per_s'] / base:.2f}x | {r['best_pairs_per_s']:,.0f} | "
+              f"{r['load_before']:.1f} |")
+    for r in rows:
+        if "baseline_pairs_per_s" in r:
+            print(f"\nsingle-device trainer step (train.make_train_step, negatives drawn on "
+                  f"device): {r['baseline_pairs_per_s']:,.0f} pairs/s")
+
+
+def _run_worker(n: int, argv: list[str], attempts: int = 2) -> dict:
+    """Runs :func:`worker` for n devices in a fresh process; retries once if it dies.
+
+    XLA:CPU aborts a process whose simulated devices miss a collective rendezvous for
+    ``--xla_cpu_collective_call_terminate_timeout_seconds`` (40 s by default). Before the step
+    waited for itself on CPU (``sync_cpu``) that happened in about 1 of 8 runs of 4 devices
+    on 2 cores; a dead worker is still retried once (and reported on stderr).
+    """
+    env = dict(os.environ)
+    if "--platform" in argv and argv[argv.index("--platform") + 1] != "cpu":
+        env.pop("JAX_PLATFORMS", None)  # the accelerator's own devices; n of them are used
+    else:
+        env.update(JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), *argv]
+    for attempt in range(1, attempts + 1):
+        try:
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
+                                 timeout=900)
+        except subprocess.TimeoutExpired:
+            print(f"worker with {n} devices timed out (attempt {attempt})", file=sys.stderr)
+            continue
+        if res.returncode == 0:
+            return json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"worker with {n} devices failed (attempt {attempt}):\n{res.stderr[-3000:]}",
+              file=sys.stderr)
+    sys.exit(f"worker with {n} devices failed {attempts} times")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--model", choices=("sg", "cbow"), default="sg")
+    ap.add_argument("--loss", choices=("ns", "hs"), default="ns")
+    ap.add_argument("--vocab", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--negative", type=int, default=5)
+    ap.add_argument("--window", type=int, default=5, help="CBOW: C = 2 * window slots")
+    ap.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved passes over --devices; repeats are pooled")
+    ap.add_argument("--platform", choices=("cpu", "gpu", "tpu"), default="cpu",
+                    help="cpu: n simulated host devices; gpu/tpu: the first n real devices")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also time train.make_train_step on 1 device")
+    ap.add_argument("--json", help="write the rows to this JSON file")
+    ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    # Rounds interleave the device counts (1, 2, 4, 1, 2, 4, ...) so that drifting load from
+    # other processes hits every count alike; each count's repeats are pooled over rounds.
+    by_n: dict[int, dict] = {}
+    for r in range(args.rounds):
+        for n in args.devices:
+            row = _run_worker(n, argv if argv is not None else sys.argv[1:])
+            print(f"round {r + 1}, {n} devices: {row['pairs_per_s']:,.0f} pairs/s "
+                  f"(load {row['load_before']:.1f})", file=sys.stderr)
+            if n in by_n:
+                keep = by_n[n]
+                keep["seconds"] += row["seconds"]
+                keep["load_before"] = max(keep["load_before"], row["load_before"])
+                if "baseline_pairs_per_s" in row:
+                    keep.setdefault("baseline_runs", []).append(row["baseline_pairs_per_s"])
+            else:
+                by_n[n] = row
+                if "baseline_pairs_per_s" in row:
+                    row["baseline_runs"] = [row["baseline_pairs_per_s"]]
+    rows = [by_n[n] for n in args.devices]
+    for row in rows:
+        pairs = args.batch * args.steps
+        row["pairs_per_s"] = pairs / statistics.median(row["seconds"])
+        row["best_pairs_per_s"] = pairs / min(row["seconds"])
+        if "baseline_runs" in row:
+            row["baseline_pairs_per_s"] = statistics.median(row["baseline_runs"])
+    report(rows)
+    dedup = dedup_estimate(args) if args.loss == "ns" and args.model == "sg" else []
+    if dedup:
+        report_dedup(dedup, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"steps": rows, "dedup_estimate": dedup}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

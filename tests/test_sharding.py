@@ -1,0 +1,246 @@
+"""Tests `../w2v_jax/sharding.py`: the vocabulary-sharded step equals the single-device step.
+
+conftest.py gives this process 4 CPU devices (``--xla_force_host_platform_device_count=4``);
+meshes of 4 and 2 of them are compared with a plain reference step (jnp gathers, ``.at[].add``)
+over a few steps, for skip-gram and CBOW with negative sampling and hierarchical softmax. V is
+chosen so that some tables need padding, and the batches repeat ids.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from w2v_jax import gradients, huffman, losses, sharding
+
+V, D, B, K, C = 11, 6, 8, 3, 4  # 11 rows -> 12 on 4 or 2 devices; HS node rows 10 -> 12 / 10
+LR = 0.05
+STEPS = 3
+
+
+def _devices(n):
+    if len(jax.devices()) < n:
+        pytest.skip(f"needs {n} devices, have {len(jax.devices())} (XLA_FLAGS from conftest.py)")
+    return jax.devices()[:n]
+
+
+def _init_params(loss, seed=0):
+    rng = np.random.default_rng(seed)
+    out = "node_vecs" if loss == "hs" else "outside_vecs"
+    rows = V - 1 if loss == "hs" else V
+    return {
+        "center_vecs": rng.normal(0, 0.3, (V, D)).astype(np.float32),
+        out: rng.normal(0, 0.3, (rows, D)).astype(np.float32),
+    }
+
+
+def _tree():
+    counts = np.array([40, 30, 20, 12, 9, 7, 5, 4, 3, 2, 1])
+    return huffman.build_huffman(counts)
+
+
+def _batch(model, loss, step, b=B):
+    """A batch with repeated ids (V is tiny, plus forced repeats) and masked-out rows."""
+    rng = np.random.default_rng(100 + step)
+    center = rng.integers(0, V, b).astype(np.int32)
+    center[1] = center[0]  # the same input word twice
+    mask = np.ones(b, np.float32)
+    mask[-1] = 0.0  # a padding row
+    mask[2] = 0.5  # a fractional weight scales the update
+    batch = {"center": center, "mask": mask}
+    if model == "sg":
+        context = rng.integers(0, V, b).astype(np.int32)
+        context[3] = center[3]  # o == c: the same id in both tables
+        batch["context"] = context
+        target = context
+    else:
+        context = rng.integers(0, V, (b, C)).astype(np.int32)
+        context[0, 1] = context[0, 0]  # a word twice in one window
+        ctx_mask = (rng.random((b, C)) < 0.8).astype(np.float32)
+        ctx_mask[:, 0] = 1.0
+        ctx_mask[-1] = 0.0  # the padding row has an empty window: h = 0
+        batch.update(context=context, context_mask=ctx_mask)
+        target = center
+    if loss == "ns":
+        negatives = rng.integers(0, V, (b, K)).astype(np.int32)
+        negatives[0, 0] = negatives[0, 1] = target[0]  # repeated negative, equal to the positive
+        batch["negatives"] = negatives
+    else:
+        batch.update(sharding.hs_path_rows(_tree(), target))
+    return batch
+
+
+def _reference_step(params, batch, lr, model, loss, cbow_mean=True, cbow_grad="word2vec"):
+    """One device: gather rows, gradients.py, ``r -= lr * mask_i * grad_row`` scatter-added."""
+    center_vecs = params["center_vecs"]
+    mask_B = jnp.asarray(batch["mask"])
+    if model == "sg":
+        h_BxD = center_vecs[batch["center"]]
+        target = batch["context"]
+    else:
+        h_BxD = jax.vmap(losses.cbow_hidden, in_axes=(0, 0, None))(
+            center_vecs[batch["context"]], batch["context_mask"], cbow_mean
+        )
+        target = batch["center"]
+    new = dict(params)
+    w_B = -lr * mask_B
+    if loss == "ns":
+        out = params["outside_vecs"]
+        loss_B, dh, du_o, du_k = gradients.neg_sampling_grads_batch(
+            h_BxD, out[target], out[batch["negatives"]]
+        )
+        new["outside_vecs"] = (
+            out.at[target].add(w_B[:, None] * du_o)
+            .at[batch["negatives"]].add(w_B[:, None, None] * du_k)
+        )
+    else:
+        nodes = params["node_vecs"]
+        loss_B, dh, dn = gradients.hierarchical_softmax_grads_batch(
+            h_BxD, nodes[batch["points"]], batch["codes"], batch["path_mask"]
+        )
+        new["node_vecs"] = nodes.at[batch["points"]].add(w_B[:, None, None] * dn)
+    if model == "sg":
+        new["center_vecs"] = center_vecs.at[batch["center"]].add(w_B[:, None] * dh)
+    else:
+        d_ctx = jax.vmap(gradients.cbow_context_grads, in_axes=(0, 0, None, None))(
+            dh, batch["context_mask"], cbow_mean, cbow_grad
+        )
+        new["center_vecs"] = center_vecs.at[batch["context"]].add(w_B[:, None, None] * d_ctx)
+    return new, jnp.sum(mask_B * loss_B)
+
+
+def _run_reference(model, loss, steps=STEPS):
+    params = {k: jnp.asarray(v) for k, v in _init_params(loss).items()}
+    step = jax.jit(lambda p, b: _reference_step(p, b, LR, model, loss))
+    loss_sums = []
+    for s in range(steps):
+        params, loss_sum = step(params, _batch(model, loss, s))
+        loss_sums.append(float(loss_sum))
+    return {k: np.asarray(v) for k, v in params.items()}, loss_sums
+
+
+def _run_sharded(mesh, model, loss, steps=STEPS):
+    params = sharding.shard_params(_init_params(loss), mesh)
+    step = sharding.make_sharded_step(mesh, model=model, loss=loss)
+    loss_sums = []
+    for s in range(steps):
+        params, loss_sum = step(params, sharding.shard_batch(_batch(model, loss, s), mesh), LR)
+        loss_sums.append(float(loss_sum))
+    return params, loss_sums
+
+
+@pytest.mark.parametrize("n", [4, 2])
+@pytest.mark.parametrize("loss", ["ns", "hs"])
+@pytest.mark.parametrize("model", ["sg", "cbow"])
+def test_sharded_step_matches_single_device(model, loss, n):
+    mesh = sharding.make_mesh(_devices(n))
+    sharded, sharded_losses = _run_sharded(mesh, model, loss)
+    want, want_losses = _run_reference(model, loss)
+    got = sharding.unshard_params(sharded, V)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].shape == want[name].shape
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        # and the step did train (the comparison is not between two untouched tables)
+        assert not np.allclose(want[name], _init_params(loss)[name])
+    np.testing.assert_allclose(sharded_losses, want_losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [4, 2])
+def test_tables_are_split_not_replicated(n):
+    mesh = sharding.make_mesh(_devices(n))
+    params = sharding.shard_params(_init_params("hs"), mesh)
+    for name, table in params.items():
+        vp = sharding.padded_rows(sharding.table_rows(name, V), n)
+        assert table.shape == (vp, D)
+        shards = table.addressable_shards
+        assert len(shards) == n
+        assert {s.data.shape for s in shards} == {(vp // n, D)}  # 1/n of the rows per device
+        assert sorted(s.index[0].start or 0 for s in shards) == list(range(0, vp, vp // n))
+    # padding rows are zero and stay zero through training
+    trained, _ = _run_sharded(mesh, "sg", "hs")
+    node = np.asarray(jax.device_get(trained["node_vecs"]))
+    np.testing.assert_array_equal(node[V - 1 :], 0.0)
+
+
+def test_compiled_step_moves_rows_not_tables():
+    """The HLO has 3 collectives in a chain, on batch rows; nothing table-sized moves."""
+    n, v, d, b, k = 4, 4096, 8, 16, 5
+    mesh = sharding.make_mesh(_devices(n))
+    rng = np.random.default_rng(0)
+    params = sharding.shard_params(
+        {"center_vecs": np.zeros((v, d), np.float32), "outside_vecs": np.zeros((v, d), np.float32)},
+        mesh,
+    )
+    batch = sharding.shard_batch({
+        "center": rng.integers(0, v, b).astype(np.int32),
+        "context": rng.integers(0, v, b).astype(np.int32),
+        "mask": np.ones(b, np.float32),
+        "negatives": rng.integers(0, v, (b, k)).astype(np.int32),
+    }, mesh)
+    step = sharding.make_sharded_step(mesh, model="sg", loss="ns", donate=False)
+    ops = sharding.hlo_collectives(step.lower(params, batch, LR).compile().as_text())
+    # ids -> rows -> updates (+ loss): no all-reduce, and no two collectives that could run
+    # concurrently (XLA:CPU can deadlock on those with more simulated devices than threads)
+    assert [o["op"] for o in ops] == ["all-gather", "reduce-scatter", "all-gather"], ops
+    shard_bytes = v // n * d * 4
+    # the largest buffer: the rows of both tables for the whole batch, plus one loss row per device
+    batch_row_bytes = (b * (1 + 1 + k) + n) * d * 4
+    assert batch_row_bytes < shard_bytes
+    for o in ops:
+        assert max(o["operand_bytes"], o["result_bytes"]) <= batch_row_bytes, o
+
+
+def test_step_rejects_bad_inputs():
+    mesh = sharding.make_mesh(_devices(4))
+    params = sharding.shard_params(_init_params("ns"), mesh)
+    step = sharding.make_sharded_step(mesh, model="sg", loss="ns", donate=False)
+    batch = _batch("sg", "ns", 0)
+    with pytest.raises(KeyError, match="negatives"):
+        step(params, {k: v for k, v in batch.items() if k != "negatives"}, LR)
+    odd = {k: v[:6] for k, v in batch.items()}
+    with pytest.raises(ValueError, match="multiple of 4"):
+        step(params, odd, LR)
+    with pytest.raises(ValueError, match="model must be"):
+        sharding.make_sharded_step(mesh, model="glove", loss="ns")
+
+
+def test_host_slice_partitions():
+    parts = [sharding.host_slice(10, i, 3) for i in range(3)]
+    assert [(p.start, p.stop) for p in parts] == [(0, 3), (3, 6), (6, 10)]
+
+
+def test_checkpoint_round_trip_and_reshard(tmp_path):
+    """Saved from 4 devices, restored onto 4 and onto 2; an older checkpoint is replaced."""
+    mesh4 = sharding.make_mesh(_devices(4))
+    params, _ = _run_sharded(mesh4, "cbow", "hs", steps=1)
+    want = sharding.unshard_params(params, V)
+    path = tmp_path / "ckpt"
+    sharding.save_sharded(path, sharding.shard_params(_init_params("hs", seed=5), mesh4), V)
+    sharding.save_sharded(path, params, V, extra={"step": 1})
+    assert not (tmp_path / "ckpt.partial").exists() and not (tmp_path / "ckpt.old").exists()
+    for n in (4, 2):
+        mesh = sharding.make_mesh(_devices(n))
+        restored, meta = sharding.restore_sharded(path, mesh)
+        assert meta["extra"] == {"step": 1}
+        assert restored["node_vecs"].sharding.is_equivalent_to(
+            sharding.table_sharding(mesh), 2)
+        got = sharding.unshard_params(restored, V)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        sharding.restore_sharded(tmp_path / "missing", mesh4)
+
+
+def test_hlo_collectives_parses_operands():
+    text = """
+  %p.1 = f32[4,3]{1,0} parameter(0)
+  %ag = f32[16,3]{1,0} all-gather(%p.1), channel_id=1, dimensions={0}
+  %ar-start = (f32[], f32[]) all-reduce-start(%x, %y), to_apply=%add
+  %ar-done = (f32[], f32[]) all-reduce-done(%ar-start)
+"""
+    ops = sharding.hlo_collectives(text)
+    assert [(o["op"], o["result_bytes"], o["operand_bytes"]) for o in ops] == [
+        ("all-gather", 192, 48), ("all-reduce", 8, 0)]
