@@ -92,8 +92,10 @@ def _reference_step(params, batch, lr, model, loss, cbow_mean=True, cbow_grad="w
             h_BxD, out[target], out[batch["negatives"]]
         )
         new["outside_vecs"] = (
-            out.at[target].add(w_B[:, None] * du_o)
-            .at[batch["negatives"]].add(w_B[:, None, None] * du_k)
+            out.at[target]
+            .add(w_B[:, None] * du_o)
+            .at[batch["negatives"]]
+            .add(w_B[:, None, None] * du_k)
         )
     else:
         nodes = params["node_vecs"]
@@ -174,12 +176,15 @@ def test_compiled_step_moves_rows_not_tables():
         {"center_vecs": np.zeros((v, d), np.float32), "outside_vecs": np.zeros((v, d), np.float32)},
         mesh,
     )
-    batch = sharding.shard_batch({
-        "center": rng.integers(0, v, b).astype(np.int32),
-        "context": rng.integers(0, v, b).astype(np.int32),
-        "mask": np.ones(b, np.float32),
-        "negatives": rng.integers(0, v, (b, k)).astype(np.int32),
-    }, mesh)
+    batch = sharding.shard_batch(
+        {
+            "center": rng.integers(0, v, b).astype(np.int32),
+            "context": rng.integers(0, v, b).astype(np.int32),
+            "mask": np.ones(b, np.float32),
+            "negatives": rng.integers(0, v, (b, k)).astype(np.int32),
+        },
+        mesh,
+    )
     step = sharding.make_sharded_step(mesh, model="sg", loss="ns", donate=False)
     ops = sharding.hlo_collectives(step.lower(params, batch, LR).compile().as_text())
     # ids -> rows -> updates (+ loss): no all-reduce, and no two collectives that could run
@@ -225,8 +230,7 @@ def test_checkpoint_round_trip_and_reshard(tmp_path):
         mesh = sharding.make_mesh(_devices(n))
         restored, meta = sharding.restore_sharded(path, mesh)
         assert meta["extra"] == {"step": 1}
-        assert restored["node_vecs"].sharding.is_equivalent_to(
-            sharding.table_sharding(mesh), 2)
+        assert restored["node_vecs"].sharding.is_equivalent_to(sharding.table_sharding(mesh), 2)
         got = sharding.unshard_params(restored, V)
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
@@ -243,4 +247,53 @@ def test_hlo_collectives_parses_operands():
 """
     ops = sharding.hlo_collectives(text)
     assert [(o["op"], o["result_bytes"], o["operand_bytes"]) for o in ops] == [
-        ("all-gather", 192, 48), ("all-reduce", 8, 0)]
+        ("all-gather", 192, 48),
+        ("all-reduce", 8, 0),
+    ]
+
+
+@pytest.mark.parametrize("model,loss", [("sg", "ns"), ("sg", "hs"), ("cbow", "ns"), ("cbow", "hs")])
+def test_sharded_step_matches_the_trainers_step(model, loss):
+    """The same batch through ``train.make_step`` (plain sparse SGD, no duplicate cap) and
+    through the 2-device sharded step gives the same tables. The trainer draws its negatives
+    inside the step from ``fold_in(key, step)``; they are drawn the same way here and handed to
+    the sharded step, so both see identical pairs."""
+    from w2v_jax import sampling
+    from w2v_jax.config import Config, override
+    from w2v_jax.train import Tables, init_state, make_step
+
+    cfg = override(Config(), model=model, loss=loss, dim=D, negative=K, dup_cap=float("inf"))
+    counts = np.array([40, 30, 20, 12, 9, 7, 5, 4, 3, 2, 1])
+    params = _init_params(loss)
+    batch = _batch(model, loss, step=0)
+    key = jax.random.key(7)
+    if loss == "ns":
+        noise = sampling.build_noise_table(counts, 0.75)
+        tables = Tables(noise=noise)
+        batch["negatives"] = np.asarray(
+            sampling.sample_negatives(noise, jax.random.fold_in(key, 0), (B, K))
+        )
+    else:
+        tree = _tree()
+        tables = Tables(
+            points=jnp.asarray(tree.points),
+            codes=jnp.asarray(tree.codes),
+            lengths=jnp.asarray(tree.lengths),
+        )
+    state = init_state(cfg, {k: jnp.asarray(v) for k, v in params.items()}, tables)
+    lr = float(cfg.alpha)  # progress 0: the learning rate is alpha
+    train_batch = {k: jnp.asarray(batch[k]) for k in ("center", "context", "mask")}
+    if model == "cbow":
+        train_batch["context_mask"] = jnp.asarray(batch["context_mask"])
+    train_batch["progress"] = jnp.float32(0.0)
+    single, _ = make_step(cfg)(state, train_batch, key)
+
+    mesh = sharding.make_mesh(_devices(2))
+    step = sharding.make_sharded_step(mesh, model=model, loss=loss)
+    sharded = sharding.shard_params(params, mesh)
+    sharded, _ = step(sharded, sharding.shard_batch(batch, mesh), jnp.float32(lr))
+    back = sharding.unshard_params(sharded, V)
+    for name in params:
+        np.testing.assert_allclose(
+            back[name], np.asarray(single.params[name]), rtol=1e-5, atol=1e-6, err_msg=name
+        )
