@@ -1,0 +1,1045 @@
+// Fused word2vec CPU kernels for w2v_jax, exposed to JAX through the XLA FFI.
+//
+// Each update kernel does, for every (input, target) pair of a batch, the gather, the exact
+// gradient and the scatter of word2vec.c's per-pair SGD in one pass over memory, in place on
+// the two tables (the Python side aliases them to the outputs, so a jitted step with donated
+// tables copies nothing). Compiled lazily by w2v_jax/fused.py with
+//   g++ -O3 -march=native -std=c++17 -shared -fPIC -pthread -I<jax.ffi.include_dir()>
+//
+// Names (docs/design.md): center_vecs = word2vec.c syn0 (input vectors), outside_vecs = syn1neg,
+// node_vecs = syn1. Skip-gram uses P(o|c): h = center_vecs[center] predicts o = context (word2vec.c
+// looks syn0 up for the context word and predicts the center word; the pairs are the same set).
+// CBOW: h = sum or mean of center_vecs[context window] predicts `center`.
+//
+// Per pair, exactly word2vec.c's update order, with the exact sigmoid instead of EXP_TABLE and no
+// MAX_EXP clipping or skipping:
+//   neu1e = 0
+//   for each target t with label l (SGNS: context l=1, then each negative l=0;
+//                                   HS: each node on o's Huffman path, l = 1 - code):
+//     f = h . u_t ;  g = (l - sigma(f)) * lr * mask
+//     neu1e += g * u_t ;  u_t += g * h
+//   input row(s) += neu1e          (CBOW: every context row, scaled by 1/n with exact_grad + mean)
+// Negatives equal to the positive (or repeated negatives) are NOT skipped: word2vec.c skips
+// `target == word`, our library keeps them so the update is the gradient of the sampled loss.
+// A repeated target row sees the values already updated by its earlier occurrence in the same
+// pair (sequential, as word2vec.c).
+//
+// Implementation: the loop above is evaluated in closed form so that each row is read and
+// written once per pair: all dots h.u_t on the old rows first (several rows per pass over h),
+// then one pass over the dimensions that updates every target row and accumulates neu1e in
+// registers, writing the skip-gram input row in the same pass. For a target row that already
+// occurred in the pair with summed step G, u = u_old + G h, hence f = f_old + G |h|^2 and its
+// neu1e term is g u_old + g G h; the result equals the sequential loop up to float rounding.
+//
+// Loss output: loss_i = -sum_t [l log sigma(f_t) + (1-l) log sigma(-f_t)] with f_t = h . u_t
+// evaluated on the values before pair i's update (a repeated target row uses its first value),
+// computed with a stable log-sigmoid; 0 where mask_i == 0 (those pairs are skipped entirely).
+// The loss is not multiplied by mask_i.
+//
+// Threads: T std::threads (the caller's included) take contiguous chunks of ~B/(8T) pairs from a
+// shared counter and update the tables Hogwild style like word2vec.c and gensim: when two
+// threads touch the same row the updates race (lost or mixed float updates are accepted), so
+// T > 1 is not deterministic. T = 1 is sequential and bit-deterministic. Ids are checked before
+// any write: out-of-range ids return an error and leave the tables untouched.
+//
+// Sampled variants draw the K negatives inside the kernel from a Walker alias table with a
+// counter-based generator: draw n = i*K + k of a call is splitmix64(key(seed) + (n+1)*gamma), so
+// the negatives depend only on (seed, pair index, k), never on the thread split. An alias
+// table entry out of range is only seen when drawn: the call then fails after its updates.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define W2V_AVX2 1
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Vector primitives (D is small, ~100-300: keep everything in registers / L1).
+
+inline float dot(const float* __restrict a, const float* __restrict b, int64_t d) {
+  int64_t j = 0;
+  float s = 0.0f;
+#ifdef W2V_AVX2
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (; j + 16 <= d; j += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+  }
+  if (j + 8 <= d) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    j += 8;
+  }
+  s0 = _mm256_add_ps(s0, s1);
+  __m128 lo = _mm256_castps256_ps128(s0), hi = _mm256_extractf128_ps(s0, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  s = _mm_cvtss_f32(lo);
+#else
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (; j + 8 <= d; j += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += a[j + k] * b[j + k];
+  s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+#endif
+  for (; j < d; ++j) s += a[j] * b[j];
+  return s;
+}
+
+inline void axpy(float a, const float* __restrict x, float* __restrict y, int64_t d) {
+  for (int64_t j = 0; j < d; ++j) y[j] += a * x[j];
+}
+
+#ifndef W2V_PREFETCH_PAIRS
+#define W2V_PREFETCH_PAIRS 4
+#endif
+constexpr int64_t kPrefetchPairs = W2V_PREFETCH_PAIRS;
+
+inline void prefetch_row(const float* row, int64_t d) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < d * 4; b += 64) __builtin_prefetch(p + b, 1, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counter-based random numbers and Walker alias draws.
+
+constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
+
+inline uint64_t fmix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+inline uint64_t key_from_seed(const uint32_t* seed) {
+  const uint64_t s = (static_cast<uint64_t>(seed[0]) << 32) | seed[1];
+  return fmix64(s + kGamma);
+}
+
+// Output n of the splitmix64 stream whose state starts at `key`.
+inline uint64_t draw_bits(uint64_t key, uint64_t n) { return fmix64(key + (n + 1) * kGamma); }
+
+// One draw from the alias table: column j uniform (Lemire multiply-shift on the high 32 bits),
+// keep j with probability prob[j] (24 low bits as a uniform in [0,1)), else alias[j].
+// Returns -1 if the table's alias entry is out of range.
+inline int32_t alias_draw(uint64_t bits, const float* prob, const int32_t* alias, int64_t v) {
+  const int64_t j = static_cast<int64_t>(((bits >> 32) * static_cast<uint64_t>(v)) >> 32);
+  const float u = static_cast<float>(bits & 0xFFFFFFULL) * (1.0f / 16777216.0f);
+  // Branch-free select (the accept test is a coin flip the predictor cannot learn).
+  const int32_t a = alias[j];
+  const int32_t t = (u < prob[j]) ? static_cast<int32_t>(j) : a;
+  return static_cast<uint32_t>(t) < static_cast<uint64_t>(v) ? t : -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stable sigmoid and loss.
+
+inline float sigmoid_from(float f, float e /* = exp(-|f|) */) {
+  return f >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-pair work description, filled by the "input" and "target" policies below.
+
+struct PairBuf {
+  std::vector<int32_t> in_ids;   // input rows (1 for skip-gram, up to C for CBOW)
+  std::vector<int32_t> tgt_ids;  // target rows (K+1 for SGNS, up to L for HS)
+  std::vector<float> labels;
+  int n_in = 0;
+  int n_tgt = 0;
+  void reserve(int64_t max_in, int64_t max_tgt) {
+    const int64_t t8 = (std::max<int64_t>(max_tgt, 1) + 7) / 8 * 8;  // room for 8-wide loads
+    in_ids.resize(std::max<int64_t>(max_in, 1));
+    tgt_ids.resize(t8);
+    labels.assign(t8, 0.0f);
+  }
+};
+
+// Skip-gram input: the single row center[i].
+struct InSG {
+  const int32_t* center;
+  int64_t max_in() const { return 1; }
+  void fill(int64_t i, PairBuf& p) const {
+    p.in_ids[0] = center[i];
+    p.n_in = 1;
+  }
+  bool valid(int64_t b, int64_t v, std::string& err) const {
+    for (int64_t i = 0; i < b; ++i)
+      if (center[i] < 0 || center[i] >= v) {
+        err = "center id " + std::to_string(center[i]) + " at " + std::to_string(i) +
+              " outside [0, " + std::to_string(v) + ")";
+        return false;
+      }
+    return true;
+  }
+};
+
+// CBOW input: the context window rows with context_mask > 0.
+struct InCBOW {
+  const int32_t* context;  // [B, C]
+  const float* cmask;      // [B, C]
+  int64_t c;
+  int64_t max_in() const { return c; }
+  void fill(int64_t i, PairBuf& p) const {
+    int n = 0;
+    for (int64_t j = 0; j < c; ++j)
+      if (cmask[i * c + j] > 0.0f) p.in_ids[n++] = context[i * c + j];
+    p.n_in = n;
+  }
+  bool valid(int64_t b, int64_t v, std::string& err) const {
+    for (int64_t i = 0; i < b * c; ++i)
+      if (cmask[i] > 0.0f && (context[i] < 0 || context[i] >= v)) {
+        err = "context id " + std::to_string(context[i]) + " at flat index " + std::to_string(i) +
+              " outside [0, " + std::to_string(v) + ")";
+        return false;
+      }
+    return true;
+  }
+};
+
+// SGNS targets with given negatives: pos[i] (label 1), then negatives[i, :] (label 0).
+struct TgtNS {
+  const int32_t* pos;
+  const int32_t* negs;  // [B, K]
+  int64_t k;
+  bool check_dups() const { return true; }
+  int64_t max_tgt() const { return k + 1; }
+  void prefetch_meta(int64_t) const {}
+  void fill(int64_t i, PairBuf& p) const {
+    p.tgt_ids[0] = pos[i];
+    p.labels[0] = 1.0f;
+    for (int64_t j = 0; j < k; ++j) {
+      p.tgt_ids[1 + j] = negs[i * k + j];
+      p.labels[1 + j] = 0.0f;
+    }
+    p.n_tgt = static_cast<int>(k + 1);
+  }
+  bool valid(int64_t b, int64_t v, std::string& err) const {
+    for (int64_t i = 0; i < b; ++i)
+      if (pos[i] < 0 || pos[i] >= v) {
+        err = "positive id " + std::to_string(pos[i]) + " at " + std::to_string(i) +
+              " outside [0, " + std::to_string(v) + ")";
+        return false;
+      }
+    for (int64_t i = 0; i < b * k; ++i)
+      if (negs[i] < 0 || negs[i] >= v) {
+        err = "negative id " + std::to_string(negs[i]) + " at flat index " + std::to_string(i) +
+              " outside [0, " + std::to_string(v) + ")";
+        return false;
+      }
+    return true;
+  }
+};
+
+// SGNS targets with negatives drawn in the kernel from a Walker alias table.
+struct TgtNSSampled {
+  const int32_t* pos;
+  const float* prob;
+  const int32_t* alias;
+  int64_t v_alias;
+  uint64_t key;
+  int64_t k;
+  std::atomic<bool>* bad_alias;
+  bool check_dups() const { return true; }
+  int64_t max_tgt() const { return k + 1; }
+  // The alias columns are uniform over V: at large V each draw is a cache miss, so the loop
+  // touches them well before it draws.
+  void prefetch_meta(int64_t i) const {
+    for (int64_t j = 0; j < k; ++j) {
+      const uint64_t bits = draw_bits(key, static_cast<uint64_t>(i * k + j));
+      const int64_t col = static_cast<int64_t>(((bits >> 32) * static_cast<uint64_t>(v_alias)) >> 32);
+      __builtin_prefetch(prob + col, 0, 3);
+      __builtin_prefetch(alias + col, 0, 3);
+    }
+  }
+  void fill(int64_t i, PairBuf& p) const {
+    p.tgt_ids[0] = pos[i];
+    p.labels[0] = 1.0f;
+    for (int64_t j = 0; j < k; ++j) {
+      int32_t t = alias_draw(draw_bits(key, static_cast<uint64_t>(i * k + j)), prob, alias, v_alias);
+      if (t < 0) {
+        bad_alias->store(true, std::memory_order_relaxed);
+        t = 0;
+      }
+      p.tgt_ids[1 + j] = t;
+      p.labels[1 + j] = 0.0f;
+    }
+    p.n_tgt = static_cast<int>(k + 1);
+  }
+  bool valid(int64_t b, int64_t v, std::string& err) const {
+    if (v_alias > v) {
+      err = "alias table has " + std::to_string(v_alias) + " entries but outside_vecs only " +
+            std::to_string(v) + " rows";
+      return false;
+    }
+    for (int64_t i = 0; i < b; ++i)
+      if (pos[i] < 0 || pos[i] >= v) {
+        err = "positive id " + std::to_string(pos[i]) + " at " + std::to_string(i) +
+              " outside [0, " + std::to_string(v) + ")";
+        return false;
+      }
+    return true;
+  }
+};
+
+// Hierarchical softmax targets: the inner nodes on word[i]'s Huffman path, label = 1 - code.
+struct TgtHS {
+  const int32_t* word;
+  const int32_t* points;   // [Vw, L]
+  const int32_t* codes;    // [Vw, L]
+  const int32_t* lengths;  // [Vw]
+  int64_t vw, l;
+  bool check_dups() const { return false; }  // a Huffman path never repeats a node
+  int64_t max_tgt() const { return l; }
+  void prefetch_meta(int64_t i) const {
+    const int64_t w = word[i];
+    __builtin_prefetch(lengths + w, 0, 3);
+    for (int64_t b = 0; b < l * 4; b += 64) {
+      __builtin_prefetch(reinterpret_cast<const char*>(points + w * l) + b, 0, 3);
+      __builtin_prefetch(reinterpret_cast<const char*>(codes + w * l) + b, 0, 3);
+    }
+  }
+  void fill(int64_t i, PairBuf& p) const {
+    const int64_t w = word[i];
+    const int n = lengths[w];
+    for (int j = 0; j < n; ++j) {
+      p.tgt_ids[j] = points[w * l + j];
+      p.labels[j] = 1.0f - static_cast<float>(codes[w * l + j]);
+    }
+    p.n_tgt = n;
+  }
+  bool valid(int64_t b, int64_t n_nodes, std::string& err) const {
+    for (int64_t i = 0; i < b; ++i) {
+      const int64_t w = word[i];
+      if (w < 0 || w >= vw) {
+        err = "HS word id " + std::to_string(w) + " at " + std::to_string(i) + " outside [0, " +
+              std::to_string(vw) + ")";
+        return false;
+      }
+      const int64_t n = lengths[w];
+      if (n < 0 || n > l) {
+        err = "Huffman length " + std::to_string(n) + " of word " + std::to_string(w) +
+              " outside [0, " + std::to_string(l) + "]";
+        return false;
+      }
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t pt = points[w * l + j], cd = codes[w * l + j];
+        if (pt < 0 || pt >= n_nodes || (cd != 0 && cd != 1)) {
+          err = "Huffman entry (point " + std::to_string(pt) + ", code " + std::to_string(cd) +
+                ") of word " + std::to_string(w) + " invalid for " + std::to_string(n_nodes) +
+                " nodes";
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+};
+
+struct Common {
+  float* in_tab;   // [V, D]
+  float* out_tab;  // [N, D]
+  int64_t d;
+  const float* mask;  // [B]
+  float lr;
+  float* loss;  // [B]
+  bool want_loss;
+  bool cbow_mean;   // CBOW: h = mean (else sum)
+  bool exact_grad;  // CBOW mean: each context row gets neu1e / n (else the full neu1e)
+};
+
+#ifdef W2V_AVX2
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+// exp(x) for x <= 0 (clamped at -87.3, where it is ~1e-38): Cody-Waite reduction and the
+// Cephes expf polynomial, within ~2 ulp of std::exp.
+inline __m256 exp_neg256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+  const __m256i n = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+// For 8 targets without repeats: g = (l - sigma(f)) * alpha, and (if want_loss) the loss terms
+// l*max(-f,0) + (1-l)*max(f,0) summed into *lin and prod(1 + e^-|f|) multiplied into *prod.
+// Lanes >= n are ignored.
+inline void sigmoid_grads8(const float* f, const float* l, int n, float alpha, bool want_loss,
+                           float* g, float* lin, double* prod) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
+  const __m256 fv = _mm256_and_ps(_mm256_loadu_ps(f), valid);
+  const __m256 lv = _mm256_and_ps(_mm256_loadu_ps(l), valid);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 e = exp_neg256(_mm256_or_ps(fv, sign));  // exp(-|f|)
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 inv = _mm256_div_ps(one, _mm256_add_ps(one, e));
+  const __m256 pos = _mm256_cmp_ps(fv, _mm256_setzero_ps(), _CMP_GE_OQ);
+  const __m256 sig = _mm256_blendv_ps(_mm256_mul_ps(e, inv), inv, pos);
+  _mm256_storeu_ps(g, _mm256_mul_ps(_mm256_sub_ps(lv, sig), _mm256_set1_ps(alpha)));
+  if (want_loss) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 lt = _mm256_add_ps(
+        _mm256_mul_ps(lv, _mm256_max_ps(_mm256_sub_ps(zero, fv), zero)),
+        _mm256_mul_ps(_mm256_sub_ps(one, lv), _mm256_max_ps(fv, zero)));
+    *lin += hsum(_mm256_and_ps(lt, valid));
+    const __m256 ev = _mm256_and_ps(e, valid);  // padded lanes: factor 1
+    const __m256d onep = _mm256_set1_pd(1.0);
+    const __m256d p = _mm256_mul_pd(_mm256_add_pd(onep, _mm256_cvtps_pd(_mm256_castps256_ps128(ev))),
+                                    _mm256_add_pd(onep, _mm256_cvtps_pd(_mm256_extractf128_ps(ev, 1))));
+    __m128d q = _mm_mul_pd(_mm256_castpd256_pd128(p), _mm256_extractf128_pd(p, 1));
+    q = _mm_mul_sd(q, _mm_unpackhi_pd(q, q));
+    *prod *= _mm_cvtsd_f64(q);
+  }
+}
+#endif
+
+// f[t] = h . rows[t] for N rows at once: h is read once, N independent accumulation chains.
+template <int N>
+inline void dots_group(const float* h, float* const* rows, int64_t d, float* f) {
+  int64_t j = 0;
+#ifdef W2V_AVX2
+  __m256 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
+  for (; j + 8 <= d; j += 8) {
+    const __m256 hv = _mm256_loadu_ps(h + j);
+    for (int t = 0; t < N; ++t) acc[t] = _mm256_fmadd_ps(hv, _mm256_loadu_ps(rows[t] + j), acc[t]);
+  }
+  for (int t = 0; t < N; ++t) f[t] = hsum(acc[t]);
+#else
+  for (int t = 0; t < N; ++t) f[t] = 0.0f;
+#endif
+  for (; j < d; ++j)
+    for (int t = 0; t < N; ++t) f[t] += h[j] * rows[t][j];
+}
+
+inline void dots_all(const float* h, float* const* rows, int n, int64_t d, float* f) {
+  int t = 0;
+  for (; t + 4 <= n; t += 4) dots_group<4>(h, rows + t, d, f + t);
+  switch (n - t) {
+    case 3: dots_group<3>(h, rows + t, d, f + t); break;
+    case 2: dots_group<2>(h, rows + t, d, f + t); break;
+    case 1: dots_group<1>(h, rows + t, d, f + t); break;
+    default: break;
+  }
+}
+
+// One pass over the dimensions: acc = sum_t g_t u_t (old values), u_t += g_t h, and
+// dst = hscale * h + acc. `dst` may be `h` itself (skip-gram updates its input row in place:
+// each 8-float chunk of h is read before it is written).
+inline void update_all(const float* h, float* const* rows, const float* g, int n, int64_t d,
+                       float* dst, float hscale) {
+  int64_t j = 0;
+#ifdef W2V_AVX2
+  const __m256 hs = _mm256_set1_ps(hscale);
+  for (; j + 8 <= d; j += 8) {
+    const __m256 hv = _mm256_loadu_ps(h + j);
+    __m256 acc = _mm256_mul_ps(hs, hv);
+    for (int t = 0; t < n; ++t) {
+      const __m256 gv = _mm256_set1_ps(g[t]);
+      float* u = rows[t] + j;
+      const __m256 uv = _mm256_loadu_ps(u);
+      acc = _mm256_fmadd_ps(gv, uv, acc);
+      _mm256_storeu_ps(u, _mm256_fmadd_ps(gv, hv, uv));
+    }
+    _mm256_storeu_ps(dst + j, acc);
+  }
+#endif
+  for (; j < d; ++j) {
+    const float hj = h[j];
+    float acc = hscale * hj;
+    for (int t = 0; t < n; ++t) {
+      const float uj = rows[t][j];
+      acc += g[t] * uj;
+      rows[t][j] = uj + g[t] * hj;
+    }
+    dst[j] = acc;
+  }
+}
+
+template <class In, class Tgt>
+void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common& cm) {
+  if (lo >= hi) return;
+  const int64_t d = cm.d;
+  const int64_t max_t = std::max<int64_t>(tg.max_tgt(), 1);
+  // Pairs are decoded kPrefetchPairs ahead into a ring and their rows prefetched, so that the
+  // cache misses of rare words (large V) overlap with the work on the current pair.
+  constexpr int64_t kRing = kPrefetchPairs + 1;
+  std::vector<PairBuf> ring(kRing);
+  for (auto& p : ring) p.reserve(in.max_in(), tg.max_tgt());
+  const int64_t max_t8 = (max_t + 7) / 8 * 8;  // 8-wide loads/stores past the last target
+  std::vector<float> hbuf(d), neu1e(d), fu(max_t8), gsum(max_t8);
+  std::vector<float*> urows(max_t);
+  std::vector<int32_t> uid(max_t);
+  std::vector<int> slot(max_t);
+
+  auto load = [&](int64_t i, PairBuf& p) {
+    if (cm.mask[i] == 0.0f) {
+      p.n_in = 0;
+      p.n_tgt = 0;
+      return;
+    }
+    in.fill(i, p);
+    tg.fill(i, p);
+  };
+  for (int64_t i = lo; i < std::min(hi, lo + kPrefetchPairs); ++i) load(i, ring[(i - lo) % kRing]);
+  for (int64_t i = lo + kPrefetchPairs; i < std::min(hi, lo + 2 * kPrefetchPairs); ++i)
+    if (cm.mask[i] != 0.0f) tg.prefetch_meta(i);
+  for (int64_t i = lo; i < hi; ++i) {
+    // Two stages: per-pair metadata (alias columns, Huffman rows) 2P pairs ahead, then the
+    // embedding rows P pairs ahead.
+    if (i + 2 * kPrefetchPairs < hi && cm.mask[i + 2 * kPrefetchPairs] != 0.0f)
+      tg.prefetch_meta(i + 2 * kPrefetchPairs);
+    if (i + kPrefetchPairs < hi) {
+      PairBuf& ahead = ring[(i + kPrefetchPairs - lo) % kRing];
+      load(i + kPrefetchPairs, ahead);
+      for (int j = 0; j < ahead.n_in; ++j) prefetch_row(cm.in_tab + ahead.in_ids[j] * d, d);
+      for (int j = 0; j < ahead.n_tgt; ++j) prefetch_row(cm.out_tab + ahead.tgt_ids[j] * d, d);
+    }
+    const PairBuf& cur = ring[(i - lo) % kRing];
+    const float m = cm.mask[i];
+    if (m == 0.0f || cur.n_in == 0) {
+      cm.loss[i] = 0.0f;
+      continue;
+    }
+    const int n_in = cur.n_in, n_t = cur.n_tgt;
+    const float alpha = cm.lr * m;
+    float* in_row0 = cm.in_tab + static_cast<int64_t>(cur.in_ids[0]) * d;
+
+    // Distinct target rows (SGNS may repeat one; a Huffman path never does).
+    int nu = 0;
+    for (int t = 0; t < n_t; ++t) {
+      const int32_t id = cur.tgt_ids[t];
+      int q = nu;
+      if (tg.check_dups())
+        for (int r = 0; r < nu; ++r)
+          if (uid[r] == id) {
+            q = r;
+            break;
+          }
+      if (q == nu) {
+        uid[nu] = id;
+        urows[nu] = cm.out_tab + static_cast<int64_t>(id) * d;
+        gsum[nu] = 0.0f;
+        ++nu;
+      }
+      slot[t] = q;
+    }
+
+    // h: skip-gram reads its input row in place; CBOW sums (or averages) into hbuf.
+    const float* h = in_row0;
+    if (n_in > 1) {
+      std::memcpy(hbuf.data(), in_row0, d * sizeof(float));
+      for (int j = 1; j < n_in; ++j)
+        axpy(1.0f, cm.in_tab + static_cast<int64_t>(cur.in_ids[j]) * d, hbuf.data(), d);
+      if (cm.cbow_mean) {
+        const float inv = 1.0f / static_cast<float>(n_in);
+        for (int64_t j = 0; j < d; ++j) hbuf[j] *= inv;
+      }
+      h = hbuf.data();
+    }
+
+    // All dots on the values before this pair's update.
+    dots_all(h, urows.data(), nu, d, fu.data());
+    const float hh = (nu < n_t) ? dot(h, h, d) : 0.0f;
+
+    // word2vec.c's sequential order, in closed form. A target row seen before in this pair has
+    // u = u_old + G h (G = the g's of its earlier occurrences), so f = f_old + G |h|^2 and its
+    // neu1e term is g u_old + g G h; the row ends at u_old + (sum of its g's) h.
+    double prod = 1.0;  // sum_t log1p(e_t) = log1p(prod_t (1 + e_t) - 1): one log per pair
+    float lin = 0.0f, hcoef = 0.0f;
+#ifdef W2V_AVX2
+    if (nu == n_t && n_t <= 64) {  // no repeats: 8 sigmoids at a time
+      for (int t = 0; t < n_t; t += 8)
+        sigmoid_grads8(fu.data() + t, cur.labels.data() + t, n_t - t, alpha, cm.want_loss,
+                       gsum.data() + t, &lin, &prod);
+    } else
+#endif
+    for (int t = 0; t < n_t; ++t) {
+      const int q = slot[t];
+      const float l = cur.labels[t];
+      const float f0 = fu[q];
+      const float f = f0 + gsum[q] * hh;
+      const float e = std::exp(-std::fabs(f));
+      if (cm.want_loss) {
+        const float e0 = (f == f0) ? e : std::exp(-std::fabs(f0));  // loss on old values
+        lin += l * std::max(-f0, 0.0f) + (1.0f - l) * std::max(f0, 0.0f);
+        prod *= 1.0 + static_cast<double>(e0);
+        if ((t & 511) == 511) {  // keep the product finite on absurdly long paths
+          lin += static_cast<float>(std::log(prod));
+          prod = 1.0;
+        }
+      }
+      const float g = (l - sigmoid_from(f, e)) * alpha;
+      hcoef += g * gsum[q];
+      gsum[q] += g;
+    }
+
+    if (n_in == 1) {
+      update_all(h, urows.data(), gsum.data(), nu, d, in_row0, 1.0f + hcoef);
+    } else {
+      update_all(h, urows.data(), gsum.data(), nu, d, neu1e.data(), hcoef);
+      const float scale = (cm.cbow_mean && cm.exact_grad) ? 1.0f / n_in : 1.0f;
+      for (int j = 0; j < n_in; ++j)
+        axpy(scale, neu1e.data(), cm.in_tab + static_cast<int64_t>(cur.in_ids[j]) * d, d);
+    }
+    cm.loss[i] = cm.want_loss ? lin + static_cast<float>(std::log1p(prod - 1.0)) : 0.0f;
+  }
+}
+
+// Run fn(lo, hi) over [0, n) on `threads` threads (the calling one included). The threads pull
+// contiguous chunks of about n / (8 T) items from a shared counter instead of owning one fixed
+// range each, so a thread that the OS deschedules (XLA's own threads, other processes) does not
+// hold the call up while the others idle. threads <= 0 means all hardware threads.
+template <class Fn>
+void parallel_chunks(int64_t n, int64_t threads, int64_t min_chunk, Fn&& fn) {
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  min_chunk = std::max<int64_t>(min_chunk, 1);
+  threads = std::min<int64_t>(threads, std::max<int64_t>(1, n / min_chunk));
+  if (threads <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(min_chunk, n / (threads * 8));
+  std::atomic<int64_t> next{0};
+  auto worker = [&]() {
+    for (;;) {
+      const int64_t lo = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (lo >= n) break;
+      fn(lo, std::min(n, lo + chunk));
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) {
+    try {
+      pool.emplace_back(worker);
+    } catch (...) {  // no more threads available: the ones we have finish the work
+      break;
+    }
+  }
+  worker();
+  for (auto& th : pool) th.join();
+}
+
+// In-place contract: the result buffer aliases the operand. If XLA ever hands a distinct
+// result buffer, copy the operand in first so the semantics stay "update a copy".
+template <ffi::DataType T, size_t R>
+float* inplace(const ffi::Buffer<T, R>& in, ffi::Result<ffi::Buffer<T, R>>& out) {
+  float* dst = out->typed_data();
+  const float* src = in.typed_data();
+  if (dst != src) std::memcpy(dst, src, in.size_bytes());
+  return dst;
+}
+
+ffi::Error check_table(const char* name, ffi::Buffer<ffi::F32, 2>& t, int64_t d) {
+  if (t.dimensions()[1] != d)
+    return ffi::Error::InvalidArgument(std::string(name) + " has dim " +
+                                       std::to_string(t.dimensions()[1]) + ", expected " +
+                                       std::to_string(d));
+  return ffi::Error::Success();
+}
+
+ffi::Error check_len(const char* name, int64_t got, int64_t want) {
+  if (got != want)
+    return ffi::Error::InvalidArgument(std::string(name) + " has " + std::to_string(got) +
+                                       " entries, expected " + std::to_string(want));
+  return ffi::Error::Success();
+}
+
+#define W2V_RETURN_IF_ERROR(expr)       \
+  do {                                  \
+    ffi::Error _e = (expr);             \
+    if (_e.failure()) return _e;        \
+  } while (0)
+
+template <class In, class Tgt>
+ffi::Error launch(const In& in, const Tgt& tg, Common cm, int64_t b, int64_t v_in, int64_t v_out,
+                  int64_t threads) {
+  std::string err;
+  if (!in.valid(b, v_in, err) || !tg.valid(b, v_out, err)) return ffi::Error::InvalidArgument(err);
+  parallel_chunks(b, threads, 64, [&](int64_t lo, int64_t hi) { run_range(lo, hi, in, tg, cm); });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers.
+
+ffi::Error SgnsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> ov,
+                          ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 1> context,
+                          ffi::Buffer<ffi::S32, 2> negatives, ffi::Buffer<ffi::F32, 1> mask,
+                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t compute_loss,
+                          ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+                          ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out,
+                          ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
+  const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
+  const int64_t k = negatives.dimensions()[1];
+  W2V_RETURN_IF_ERROR(check_table("outside_vecs", ov, d));
+  W2V_RETURN_IF_ERROR(check_len("context", context.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("negatives", negatives.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("mask", mask.dimensions()[0], b));
+  Common cm{inplace(cv, cv_out), inplace(ov, ov_out), d, mask.typed_data(), lr.typed_data()[0],
+            loss->typed_data(), compute_loss != 0, false, false};
+  InSG in{center.typed_data()};
+  TgtNS tg{context.typed_data(), negatives.typed_data(), k};
+  return launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads);
+}
+
+ffi::Error SgnsSampledUpdateImpl(
+    ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> ov, ffi::Buffer<ffi::S32, 1> center,
+    ffi::Buffer<ffi::S32, 1> context, ffi::Buffer<ffi::F32, 1> mask,
+    ffi::Buffer<ffi::F32, 1> alias_prob, ffi::Buffer<ffi::S32, 1> alias_idx,
+    ffi::Buffer<ffi::U32, 1> seed, ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads,
+    int64_t compute_loss, int64_t negative, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+    ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out, ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
+  const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
+  W2V_RETURN_IF_ERROR(check_table("outside_vecs", ov, d));
+  W2V_RETURN_IF_ERROR(check_len("context", context.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("mask", mask.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("alias_idx", alias_idx.dimensions()[0], alias_prob.dimensions()[0]));
+  W2V_RETURN_IF_ERROR(check_len("seed", seed.dimensions()[0], 2));
+  if (negative < 0) return ffi::Error::InvalidArgument("negative must be >= 0");
+  if (alias_prob.dimensions()[0] <= 0) return ffi::Error::InvalidArgument("empty alias table");
+  Common cm{inplace(cv, cv_out), inplace(ov, ov_out), d, mask.typed_data(), lr.typed_data()[0],
+            loss->typed_data(), compute_loss != 0, false, false};
+  std::atomic<bool> bad{false};
+  InSG in{center.typed_data()};
+  TgtNSSampled tg{context.typed_data(), alias_prob.typed_data(), alias_idx.typed_data(),
+                  alias_prob.dimensions()[0], key_from_seed(seed.typed_data()), negative, &bad};
+  W2V_RETURN_IF_ERROR(launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads));
+  if (bad.load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+  return ffi::Error::Success();
+}
+
+ffi::Error AliasSampleImpl(ffi::Buffer<ffi::F32, 1> alias_prob, ffi::Buffer<ffi::S32, 1> alias_idx,
+                           ffi::Buffer<ffi::U32, 1> seed, int64_t num_threads,
+                           ffi::Result<ffi::Buffer<ffi::S32, 2>> out) {
+  W2V_RETURN_IF_ERROR(check_len("alias_idx", alias_idx.dimensions()[0], alias_prob.dimensions()[0]));
+  W2V_RETURN_IF_ERROR(check_len("seed", seed.dimensions()[0], 2));
+  const int64_t v = alias_prob.dimensions()[0];
+  if (v <= 0) return ffi::Error::InvalidArgument("empty alias table");
+  const int64_t b = out->dimensions()[0], k = out->dimensions()[1];
+  const uint64_t key = key_from_seed(seed.typed_data());
+  const float* prob = alias_prob.typed_data();
+  const int32_t* alias = alias_idx.typed_data();
+  int32_t* dst = out->typed_data();
+  std::atomic<bool> bad{false};
+  parallel_chunks(b, num_threads, 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo * k; n < hi * k; ++n) {
+      int32_t t = alias_draw(draw_bits(key, static_cast<uint64_t>(n)), prob, alias, v);
+      if (t < 0) {
+        bad.store(true, std::memory_order_relaxed);
+        t = 0;
+      }
+      dst[n] = t;
+    }
+  });
+  if (bad.load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+  return ffi::Error::Success();
+}
+
+ffi::Error SgHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> nv,
+                          ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 1> context,
+                          ffi::Buffer<ffi::S32, 2> points, ffi::Buffer<ffi::S32, 2> codes,
+                          ffi::Buffer<ffi::S32, 1> lengths, ffi::Buffer<ffi::F32, 1> mask,
+                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t compute_loss,
+                          ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+                          ffi::Result<ffi::Buffer<ffi::F32, 2>> nv_out,
+                          ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
+  const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
+  const int64_t vw = points.dimensions()[0], l = points.dimensions()[1];
+  W2V_RETURN_IF_ERROR(check_table("node_vecs", nv, d));
+  W2V_RETURN_IF_ERROR(check_len("context", context.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("mask", mask.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("codes rows", codes.dimensions()[0], vw));
+  W2V_RETURN_IF_ERROR(check_len("codes columns", codes.dimensions()[1], l));
+  W2V_RETURN_IF_ERROR(check_len("lengths", lengths.dimensions()[0], vw));
+  Common cm{inplace(cv, cv_out), inplace(nv, nv_out), d, mask.typed_data(), lr.typed_data()[0],
+            loss->typed_data(), compute_loss != 0, false, false};
+  InSG in{center.typed_data()};
+  TgtHS tg{context.typed_data(), points.typed_data(), codes.typed_data(), lengths.typed_data(),
+           vw, l};
+  return launch(in, tg, cm, b, cv.dimensions()[0], nv.dimensions()[0], num_threads);
+}
+
+ffi::Error CbowNsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> ov,
+                            ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 2> context,
+                            ffi::Buffer<ffi::F32, 2> context_mask,
+                            ffi::Buffer<ffi::S32, 2> negatives, ffi::Buffer<ffi::F32, 1> mask,
+                            ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t compute_loss,
+                            int64_t cbow_mean, int64_t exact_grad,
+                            ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+                            ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out,
+                            ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
+  const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
+  const int64_t c = context.dimensions()[1], k = negatives.dimensions()[1];
+  W2V_RETURN_IF_ERROR(check_table("outside_vecs", ov, d));
+  W2V_RETURN_IF_ERROR(check_len("context", context.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("context_mask rows", context_mask.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("context_mask columns", context_mask.dimensions()[1], c));
+  W2V_RETURN_IF_ERROR(check_len("negatives", negatives.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("mask", mask.dimensions()[0], b));
+  Common cm{inplace(cv, cv_out), inplace(ov, ov_out), d, mask.typed_data(), lr.typed_data()[0],
+            loss->typed_data(), compute_loss != 0, cbow_mean != 0, exact_grad != 0};
+  InCBOW in{context.typed_data(), context_mask.typed_data(), c};
+  TgtNS tg{center.typed_data(), negatives.typed_data(), k};
+  return launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads);
+}
+
+ffi::Error CbowNsSampledUpdateImpl(
+    ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> ov, ffi::Buffer<ffi::S32, 1> center,
+    ffi::Buffer<ffi::S32, 2> context, ffi::Buffer<ffi::F32, 2> context_mask,
+    ffi::Buffer<ffi::F32, 1> mask, ffi::Buffer<ffi::F32, 1> alias_prob,
+    ffi::Buffer<ffi::S32, 1> alias_idx, ffi::Buffer<ffi::U32, 1> seed, ffi::Buffer<ffi::F32, 0> lr,
+    int64_t num_threads, int64_t compute_loss, int64_t negative, int64_t cbow_mean,
+    int64_t exact_grad, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+    ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out, ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
+  const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
+  const int64_t c = context.dimensions()[1];
+  W2V_RETURN_IF_ERROR(check_table("outside_vecs", ov, d));
+  W2V_RETURN_IF_ERROR(check_len("context", context.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("context_mask rows", context_mask.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("context_mask columns", context_mask.dimensions()[1], c));
+  W2V_RETURN_IF_ERROR(check_len("mask", mask.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("alias_idx", alias_idx.dimensions()[0], alias_prob.dimensions()[0]));
+  W2V_RETURN_IF_ERROR(check_len("seed", seed.dimensions()[0], 2));
+  if (negative < 0) return ffi::Error::InvalidArgument("negative must be >= 0");
+  if (alias_prob.dimensions()[0] <= 0) return ffi::Error::InvalidArgument("empty alias table");
+  Common cm{inplace(cv, cv_out), inplace(ov, ov_out), d, mask.typed_data(), lr.typed_data()[0],
+            loss->typed_data(), compute_loss != 0, cbow_mean != 0, exact_grad != 0};
+  std::atomic<bool> bad{false};
+  InCBOW in{context.typed_data(), context_mask.typed_data(), c};
+  TgtNSSampled tg{center.typed_data(), alias_prob.typed_data(), alias_idx.typed_data(),
+                  alias_prob.dimensions()[0], key_from_seed(seed.typed_data()), negative, &bad};
+  W2V_RETURN_IF_ERROR(launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads));
+  if (bad.load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+  return ffi::Error::Success();
+}
+
+ffi::Error CbowHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> nv,
+                            ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 2> context,
+                            ffi::Buffer<ffi::F32, 2> context_mask, ffi::Buffer<ffi::S32, 2> points,
+                            ffi::Buffer<ffi::S32, 2> codes, ffi::Buffer<ffi::S32, 1> lengths,
+                            ffi::Buffer<ffi::F32, 1> mask, ffi::Buffer<ffi::F32, 0> lr,
+                            int64_t num_threads, int64_t compute_loss, int64_t cbow_mean,
+                            int64_t exact_grad, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+                            ffi::Result<ffi::Buffer<ffi::F32, 2>> nv_out,
+                            ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
+  const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
+  const int64_t c = context.dimensions()[1];
+  const int64_t vw = points.dimensions()[0], l = points.dimensions()[1];
+  W2V_RETURN_IF_ERROR(check_table("node_vecs", nv, d));
+  W2V_RETURN_IF_ERROR(check_len("context", context.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("context_mask rows", context_mask.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("context_mask columns", context_mask.dimensions()[1], c));
+  W2V_RETURN_IF_ERROR(check_len("mask", mask.dimensions()[0], b));
+  W2V_RETURN_IF_ERROR(check_len("codes rows", codes.dimensions()[0], vw));
+  W2V_RETURN_IF_ERROR(check_len("codes columns", codes.dimensions()[1], l));
+  W2V_RETURN_IF_ERROR(check_len("lengths", lengths.dimensions()[0], vw));
+  Common cm{inplace(cv, cv_out), inplace(nv, nv_out), d, mask.typed_data(), lr.typed_data()[0],
+            loss->typed_data(), compute_loss != 0, cbow_mean != 0, exact_grad != 0};
+  InCBOW in{context.typed_data(), context_mask.typed_data(), c};
+  TgtHS tg{center.typed_data(), points.typed_data(), codes.typed_data(), lengths.typed_data(),
+           vw, l};
+  return launch(in, tg, cm, b, cv.dimensions()[0], nv.dimensions()[0], num_threads);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Exported FFI symbols (registered from Python with jax.ffi.register_ffi_target).
+
+using F32R2 = ffi::Buffer<ffi::F32, 2>;
+using F32R1 = ffi::Buffer<ffi::F32, 1>;
+using F32R0 = ffi::Buffer<ffi::F32, 0>;
+using S32R2 = ffi::Buffer<ffi::S32, 2>;
+using S32R1 = ffi::Buffer<ffi::S32, 1>;
+using U32R1 = ffi::Buffer<ffi::U32, 1>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vSgnsUpdate, SgnsUpdateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R2>()  // center_vecs
+                                  .Arg<F32R2>()  // outside_vecs
+                                  .Arg<S32R1>()  // center
+                                  .Arg<S32R1>()  // context
+                                  .Arg<S32R2>()  // negatives
+                                  .Arg<F32R1>()  // mask
+                                  .Arg<F32R0>()  // lr
+                                  .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("compute_loss")
+                                  .Ret<F32R2>()
+                                  .Ret<F32R2>()
+                                  .Ret<F32R1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vSgnsSampledUpdate, SgnsSampledUpdateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R2>()  // center_vecs
+                                  .Arg<F32R2>()  // outside_vecs
+                                  .Arg<S32R1>()  // center
+                                  .Arg<S32R1>()  // context
+                                  .Arg<F32R1>()  // mask
+                                  .Arg<F32R1>()  // alias_prob
+                                  .Arg<S32R1>()  // alias_idx
+                                  .Arg<U32R1>()  // seed [2]
+                                  .Arg<F32R0>()  // lr
+                                  .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("compute_loss")
+                                  .Attr<int64_t>("negative")
+                                  .Ret<F32R2>()
+                                  .Ret<F32R2>()
+                                  .Ret<F32R1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vAliasSample, AliasSampleImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R1>()  // alias_prob
+                                  .Arg<S32R1>()  // alias_idx
+                                  .Arg<U32R1>()  // seed [2]
+                                  .Attr<int64_t>("num_threads")
+                                  .Ret<S32R2>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vSgHsUpdate, SgHsUpdateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R2>()  // center_vecs
+                                  .Arg<F32R2>()  // node_vecs
+                                  .Arg<S32R1>()  // center
+                                  .Arg<S32R1>()  // context
+                                  .Arg<S32R2>()  // points
+                                  .Arg<S32R2>()  // codes
+                                  .Arg<S32R1>()  // lengths
+                                  .Arg<F32R1>()  // mask
+                                  .Arg<F32R0>()  // lr
+                                  .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("compute_loss")
+                                  .Ret<F32R2>()
+                                  .Ret<F32R2>()
+                                  .Ret<F32R1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vCbowNsUpdate, CbowNsUpdateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R2>()  // center_vecs (input vectors)
+                                  .Arg<F32R2>()  // outside_vecs
+                                  .Arg<S32R1>()  // center (predicted word)
+                                  .Arg<S32R2>()  // context [B, C]
+                                  .Arg<F32R2>()  // context_mask [B, C]
+                                  .Arg<S32R2>()  // negatives
+                                  .Arg<F32R1>()  // mask
+                                  .Arg<F32R0>()  // lr
+                                  .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("compute_loss")
+                                  .Attr<int64_t>("cbow_mean")
+                                  .Attr<int64_t>("exact_grad")
+                                  .Ret<F32R2>()
+                                  .Ret<F32R2>()
+                                  .Ret<F32R1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vCbowNsSampledUpdate, CbowNsSampledUpdateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R2>()  // center_vecs
+                                  .Arg<F32R2>()  // outside_vecs
+                                  .Arg<S32R1>()  // center
+                                  .Arg<S32R2>()  // context
+                                  .Arg<F32R2>()  // context_mask
+                                  .Arg<F32R1>()  // mask
+                                  .Arg<F32R1>()  // alias_prob
+                                  .Arg<S32R1>()  // alias_idx
+                                  .Arg<U32R1>()  // seed [2]
+                                  .Arg<F32R0>()  // lr
+                                  .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("compute_loss")
+                                  .Attr<int64_t>("negative")
+                                  .Attr<int64_t>("cbow_mean")
+                                  .Attr<int64_t>("exact_grad")
+                                  .Ret<F32R2>()
+                                  .Ret<F32R2>()
+                                  .Ret<F32R1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vCbowHsUpdate, CbowHsUpdateImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32R2>()  // center_vecs
+                                  .Arg<F32R2>()  // node_vecs
+                                  .Arg<S32R1>()  // center (predicted word)
+                                  .Arg<S32R2>()  // context
+                                  .Arg<F32R2>()  // context_mask
+                                  .Arg<S32R2>()  // points
+                                  .Arg<S32R2>()  // codes
+                                  .Arg<S32R1>()  // lengths
+                                  .Arg<F32R1>()  // mask
+                                  .Arg<F32R0>()  // lr
+                                  .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("compute_loss")
+                                  .Attr<int64_t>("cbow_mean")
+                                  .Attr<int64_t>("exact_grad")
+                                  .Ret<F32R2>()
+                                  .Ret<F32R2>()
+                                  .Ret<F32R1>());
+
+// Plain C helper (ctypes): Vose's alias method. weights [n] >= 0 with a positive finite sum.
+// Returns 0 on success, -1 on invalid weights.
+extern "C" int w2v_build_alias(const double* weights, int64_t n, float* prob, int32_t* alias) {
+  if (n <= 0) return -1;
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(weights[i] >= 0.0) || !std::isfinite(weights[i])) return -1;
+    total += weights[i];
+  }
+  if (!(total > 0.0) || !std::isfinite(total)) return -1;
+  std::vector<double> scaled(n);
+  std::vector<int64_t> small, large;
+  small.reserve(n);
+  large.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    scaled[i] = weights[i] * static_cast<double>(n) / total;
+    (scaled[i] < 1.0 ? small : large).push_back(i);
+  }
+  while (!small.empty() && !large.empty()) {
+    const int64_t s = small.back(), g = large.back();
+    small.pop_back();
+    prob[s] = static_cast<float>(scaled[s]);
+    alias[s] = static_cast<int32_t>(g);
+    scaled[g] = (scaled[g] + scaled[s]) - 1.0;
+    if (scaled[g] < 1.0) {
+      large.pop_back();
+      small.push_back(g);
+    }
+  }
+  // Leftovers are 1 up to rounding.
+  for (int64_t g : large) {
+    prob[g] = 1.0f;
+    alias[g] = static_cast<int32_t>(g);
+  }
+  for (int64_t s : small) {
+    prob[s] = 1.0f;
+    alias[s] = static_cast<int32_t>(s);
+  }
+  return 0;
+}
