@@ -328,3 +328,29 @@ def test_defaults_are_word2vec():
     assert cfg.alpha == 0.025 and override(cfg, model="cbow").alpha == 0.05
     assert cfg.train.min_alpha == 1e-4 and cfg.model.dim == 100
     assert config_lib.from_dict(__import__("dataclasses").asdict(cfg)) == cfg
+
+
+def _fused_or_skip():
+    from w2v_jax import fused
+
+    if not fused.fused_available():
+        pytest.skip(f"fused kernel unavailable: {fused.unavailable_reason()}")
+
+
+@pytest.mark.parametrize("model,loss", list(itertools.product(["sg", "cbow"], ["ns", "hs"])))
+def test_fused_update_learns_topics_and_is_deterministic_on_one_thread(topic_corpus, model, loss):
+    _fused_or_skip()
+    cfg = _cfg(model=model, loss=loss, update="fused", threads=1, epochs=3)
+    a = train(str(topic_corpus), cfg, progress=False)
+    assert a.epoch_loss[-1] < 0.9 * a.epoch_loss[0], a.epoch_loss
+    within, across = _topic_margin(a)
+    assert within > 0.5 and within - across > 0.4, (within, across)
+    b = train(str(topic_corpus), cfg, progress=False)
+    np.testing.assert_array_equal(a.params["center_vecs"], b.params["center_vecs"])
+
+
+def test_fused_rejects_what_it_cannot_do():
+    with pytest.raises(ValueError, match="--update fused"):
+        override(Config(), update="fused", loss="softmax")
+    with pytest.raises(ValueError, match="--update fused"):
+        override(Config(), update="fused", optimizer="adam")

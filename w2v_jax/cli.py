@@ -77,6 +77,12 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         default=t.dup_cap,
         help="rows named more than this many times per batch step by cap/n x the sum",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=t.threads,
+        help="fused-kernel threads (--update fused); 0: all cores",
+    )
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument(
         "--checkpoint-every",
@@ -126,6 +132,7 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
             update=a.update,
             grad=a.grad,
             dup_cap=a.dup_cap,
+            threads=a.threads,
             seed=a.seed,
             checkpoint_every_s=a.checkpoint_every,
         ),

@@ -65,6 +65,7 @@ class TrainConfig:
     update: str = "sparse"  # "sparse" row scatter-add; "dense" optax reference; "fused" C kernel
     grad: str = "manual"  # "manual": gradients.py; "autodiff": jax.grad of losses.py
     dup_cap: float = 64.0  # a row named n times per batch steps by min(1, cap/n) x its grad sum
+    threads: int = 0  # fused kernel threads (Hogwild, like word2vec.c -threads); 0: all cores
     seed: int = 1  # word2vec.c next_random = 1 per thread
     log_every_s: float = 5.0  # progress line period (seconds)
     checkpoint_every_s: float = 600.0  # periodic atomic checkpoint (seconds); 0 disables
@@ -141,5 +142,10 @@ def validate(cfg: Config) -> Config:
     _check(t.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}")
     _check(t.update in UPDATE_MODES, f"--update must be one of {UPDATE_MODES}")
     _check(t.grad in GRAD_MODES, f"--grad must be one of {GRAD_MODES}")
+    _check(t.threads >= 0, f"--threads must be >= 0 (0: all cores), got {t.threads}")
+    _check(
+        t.update != "fused" or (m.loss in ("ns", "hs") and t.optimizer == "sgd"),
+        "--update fused supports --loss ns or hs with --optimizer sgd",
+    )
     _check(t.dup_cap >= 1, f"--dup-cap must be >= 1 (inf: plain sum), got {t.dup_cap}")
     return cfg

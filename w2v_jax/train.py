@@ -287,6 +287,89 @@ def duplicate_scale(
     return scale_N, counts_V.at[ids_N].set(0.0)
 
 
+def fused_update(cfg: Config, state: TrainState, batch: dict, key: jax.Array, lr: jax.Array):
+    """``update="fused"``: one pass of the C++ kernels of :mod:`w2v_jax.fused`, in place.
+
+    word2vec.c's own rule: pairs are applied one after another (each at fresh parameters), on
+    ``threads`` threads that share the tables without locks (Hogwild, as word2vec.c and gensim
+    do), with the exact sigmoid. Negatives are drawn inside the kernel from the same alias
+    table as the pure-JAX path, seeded from ``key``. With ``threads=1`` the update is
+    deterministic; with more, rows that two threads touch at once make it timing-dependent.
+
+    Returns:
+      ``(params, loss_B)``.
+    """
+    from w2v_jax import fused
+
+    p, t, m = state.params, state.tables, cfg.model
+    threads = cfg.train.threads or None
+    seed = fused.seed_words(key)
+    exact = m.cbow_grad == "exact"
+    if m.model == "sg" and m.loss == "ns":
+        cv, ov, loss_B = fused.sgns_update_sampled(
+            p["center_vecs"],
+            p["outside_vecs"],
+            batch["center"],
+            batch["context"],
+            batch["mask"],
+            t.noise.prob,
+            t.noise.alias,
+            seed,
+            lr,
+            negative=m.negative,
+            num_threads=threads,
+        )
+        return {"center_vecs": cv, "outside_vecs": ov}, loss_B
+    if m.model == "sg":
+        cv, nv, loss_B = fused.sg_hs_update(
+            p["center_vecs"],
+            p["node_vecs"],
+            batch["center"],
+            batch["context"],
+            t.points,
+            t.codes,
+            t.lengths,
+            batch["mask"],
+            lr,
+            num_threads=threads,
+        )
+        return {"center_vecs": cv, "node_vecs": nv}, loss_B
+    if m.loss == "ns":
+        cv, ov, loss_B = fused.cbow_ns_update_sampled(
+            p["center_vecs"],
+            p["outside_vecs"],
+            batch["center"],
+            batch["context"],
+            batch["context_mask"],
+            batch["mask"],
+            t.noise.prob,
+            t.noise.alias,
+            seed,
+            lr,
+            negative=m.negative,
+            cbow_mean=m.cbow_mean,
+            exact_grad=exact,
+            num_threads=threads,
+        )
+        return {"center_vecs": cv, "outside_vecs": ov}, loss_B
+    cv, nv, loss_B = fused.cbow_hs_update(
+        p["center_vecs"],
+        p["node_vecs"],
+        batch["center"],
+        batch["context"],
+        batch["context_mask"],
+        t.points,
+        t.codes,
+        t.lengths,
+        batch["mask"],
+        lr,
+        cbow_mean=m.cbow_mean,
+        exact_grad=exact,
+        num_threads=threads,
+    )
+    return {"center_vecs": cv, "node_vecs": nv}, loss_B
+
+
 def make_step(cfg: Config) -> Callable:
     """The un-jitted single step ``(state, batch, key) -> (state, metrics)``.
 
@@ -294,6 +377,29 @@ def make_step(cfg: Config) -> Callable:
     CBOW) and ``progress`` [] float32, the run fraction that sets the learning rate.
     """
     validate(cfg)
+    if cfg.train.update == "fused":
+        from w2v_jax import fused
+
+        if not fused.fused_available():
+            raise ValueError(
+                f"--update fused: the C++ kernel is unavailable ({fused.unavailable_reason()}); "
+                "use --update sparse"
+            )
+        alpha, min_alpha = cfg.alpha, cfg.train.min_alpha
+
+        def fused_step(state: TrainState, batch: dict, key: jax.Array):
+            key = jax.random.fold_in(key, state.step)
+            lr = optim.linear_decay(batch["progress"], alpha, min_alpha).astype(jnp.float32)
+            params, loss_B = fused_update(cfg, state, batch, key, lr)
+            metrics = {
+                "loss_sum": jnp.sum(loss_B).astype(jnp.float32),
+                "examples": jnp.sum(batch["mask"]).astype(jnp.float32),
+                "lr": lr,
+                "grad_norm": jnp.zeros((), jnp.float32),  # not formed by the fused kernels
+            }
+            return state.replace(params=params, step=state.step + 1), metrics
+
+        return fused_step
     tx = optim.make_optimizer(cfg.train.optimizer, cfg.alpha) if uses_optax_state(cfg) else None
     alpha, min_alpha = cfg.alpha, cfg.train.min_alpha
 
