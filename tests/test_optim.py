@@ -51,7 +51,10 @@ def test_sparse_equals_dense_for_sgd_and_adagrad(name):
     # Equal up to float64 rounding: XLA may contract p - lr * g into an FMA in one program
     # and not in the other, so a last-bit difference is allowed, nothing more.
     np.testing.assert_allclose(t_sparse, t_dense, rtol=1e-14, atol=1e-15)
-    for a, b in zip(jax.tree_util.tree_leaves(st_sparse), jax.tree_util.tree_leaves(st_dense)):
+    leaves = zip(
+        jax.tree_util.tree_leaves(st_sparse), jax.tree_util.tree_leaves(st_dense), strict=True
+    )
+    for a, b in leaves:
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
 
 

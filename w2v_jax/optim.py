@@ -41,7 +41,7 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 
 
 def linear_decay(progress: jax.Array, alpha: float, min_alpha: float) -> jax.Array:
-    """``alpha - (alpha - min_alpha) * progress``, progress clipped to [0, 1] (word2vec.c, gensim)."""
+    """``alpha - (alpha - min_alpha) * progress`` with progress clipped to [0, 1] (gensim)."""
     p = jnp.clip(progress, 0.0, 1.0)
     return alpha - (alpha - min_alpha) * p
 
