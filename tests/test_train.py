@@ -354,3 +354,15 @@ def test_fused_rejects_what_it_cannot_do():
         override(Config(), update="fused", loss="softmax")
     with pytest.raises(ValueError, match="--update fused"):
         override(Config(), update="fused", optimizer="adam")
+
+
+def test_log_rows_are_window_means_and_never_empty(topic_corpus):
+    rows = []
+    cfg = _cfg(epochs=2, log_every_s=0.0)  # a row after every call
+    result = train(str(topic_corpus), cfg, progress=False, callbacks=[rows.append])
+    assert rows and rows == result.history
+    assert all(r["loss"] > 0 and 0 <= r["epoch"] < 2 for r in rows)
+    assert rows[-1]["progress"] == pytest.approx(1.0, abs=0.05)
+    # The epoch means are means of the per-example losses, so they lie within the row range.
+    losses = [r["loss"] for r in rows]
+    assert min(losses) <= result.epoch_loss[-1] <= max(losses)

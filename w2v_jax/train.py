@@ -734,13 +734,15 @@ def train(
 
     def log(now: float) -> None:
         pull()
+        if acc["window_n"] == 0:  # nothing trained since the last line: no empty row
+            return
         elapsed = now - t0
         done = words_done - words_at_start
         wps = done / max(elapsed, 1e-9)
         frac = words_done / max(total_words, 1)
         row = {
             "step": float(state.step),
-            "epoch": float(position.epoch),
+            "epoch": float(min(position.epoch, cfg.train.epochs - 1)),
             "progress": frac,
             "loss": acc["window_loss"] / max(acc["window_n"], 1.0),
             "lr": acc.get("lr", cfg.alpha),
@@ -754,7 +756,7 @@ def train(
         if progress:
             eta = (total_words - words_done) / wps if wps > 0 else float("inf")
             print(
-                f"epoch {position.epoch + 1}/{cfg.train.epochs} {100 * frac:5.1f}%  "
+                f"epoch {int(row['epoch']) + 1}/{cfg.train.epochs} {100 * frac:5.1f}%  "
                 f"loss {row['loss']:.4f}  lr {row['lr']:.5f}  {wps / 1e3:,.0f}k words/s  "
                 f"ETA {_fmt_eta(eta)}",
                 file=sys.stderr,
