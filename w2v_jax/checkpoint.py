@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from flax import serialization
+
+from w2v_jax.fileio import atomic_write
 
 MAGIC = b"W2VJAX01"
 _HEADER = len(MAGIC) + 32
@@ -30,27 +31,9 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Writes ``payload`` to ``path`` atomically (temp file, fsync, rename, fsync folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = serialization.msgpack_serialize(payload)
     blob = MAGIC + hashlib.sha256(body).digest() + body
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda f: f.write(blob))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

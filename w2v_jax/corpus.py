@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from w2v_jax.fileio import atomic_write
 from w2v_jax.vocab import Vocab
 
 NAMED_CORPORA = ("wiki-sample", "lee", "head500", "text8")
@@ -262,16 +263,11 @@ def _gensim_datapath(name: str) -> Path:
 
 
 def _atomic_write_text(path: Path, lines: Iterator[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(f):
+        for line in lines:
+            f.write(line.encode("utf-8"))
+
+    atomic_write(path, write)
 
 
 def _wiki_sample(cache: Path) -> tuple[Path, str]:
@@ -483,13 +479,7 @@ def _assemble(ids: np.ndarray, kept: np.ndarray, raw: np.ndarray) -> EncodedCorp
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def encode_corpus(

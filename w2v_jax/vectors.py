@@ -26,11 +26,12 @@ import dataclasses
 import functools
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from w2v_jax.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class Vectors:
         def write(f):
             np.savez(f, words=np.array(self.words, dtype=str), matrix=self.matrix)
 
-        _atomic_write(path, write)
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vectors:
@@ -243,23 +244,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)
 
 
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    """Calls ``write(binary_file)`` on a temp file next to ``path``, fsyncs, renames."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _check_writable_word(word: str) -> None:
     if not word or any(ch.isspace() for ch in word):
         raise ValueError(
@@ -285,7 +269,7 @@ def save_word2vec_format(vectors: Vectors, path: str | os.PathLike, *, binary: b
             for w, row in zip(vectors.words, le.tolist(), strict=True):
                 f.write((w + " " + (row_fmt % tuple(row)) + "\n").encode("utf-8"))
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _looks_like_text(data: bytes, start: int, dim: int, encoding: str) -> bool:
