@@ -86,9 +86,7 @@ def batch_sharding(mesh: Mesh, axis_name: str = AXIS) -> NamedSharding:
     return NamedSharding(mesh, P(axis_name))
 
 
-def shard_params(
-    params: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS
-) -> Params:
+def shard_params(params: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS) -> Params:
     """Host (or single-device) tables -> row-sharded global arrays, zero-padded to ``Vp`` rows.
 
     Padding rows are never addressed by an id (ids are ``< V``), so they stay zero. In a
@@ -372,8 +370,21 @@ def make_sharded_step(
 # ----------------------------------------------------------------------------- HLO accounting
 
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-to-all", "all-reduce", "collective-permute")
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+_DTYPE_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+}
 
 
 def _shape_bytes(text: str) -> int:
@@ -395,8 +406,10 @@ def hlo_collectives(hlo_text: str) -> list[dict[str, Any]]:
     """
     import re
 
-    define = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>\([^=]*?\)|\S+)\s+"
-                        r"(?P<op>[\w\-]+)\((?P<args>[^)]*)\)")
+    define = re.compile(
+        r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>\([^=]*?\)|\S+)\s+"
+        r"(?P<op>[\w\-]+)\((?P<args>[^)]*)\)"
+    )
     shapes: dict[str, str] = {}
     found = []
     for line in hlo_text.splitlines():
@@ -411,12 +424,14 @@ def hlo_collectives(hlo_text: str) -> list[dict[str, Any]]:
     ops = []
     for op, shape, args in found:
         operands = [a.strip().split()[-1].lstrip("%") for a in args.split(",") if a.strip()]
-        ops.append({
-            "op": op,
-            "result": shape,
-            "result_bytes": _shape_bytes(shape),
-            "operand_bytes": sum(_shape_bytes(shapes.get(a, "")) for a in operands),
-        })
+        ops.append(
+            {
+                "op": op,
+                "result": shape,
+                "result_bytes": _shape_bytes(shape),
+                "operand_bytes": sum(_shape_bytes(shapes.get(a, "")) for a in operands),
+            }
+        )
     return ops
 
 
@@ -505,8 +520,12 @@ def save_sharded(
                 "dtype": str(table.dtype),
                 "files": files,
             }
-        meta = {"format": CKPT_FORMAT, "vocab_size": int(vocab_size), "tables": tables,
-                "extra": dict(extra or {})}
+        meta = {
+            "format": CKPT_FORMAT,
+            "vocab_size": int(vocab_size),
+            "tables": tables,
+            "extra": dict(extra or {}),
+        }
         with open(partial / "meta.json", "w") as f:
             json.dump(meta, f, indent=1)
             f.flush()
@@ -535,8 +554,9 @@ def restore_sharded(
         raise FileNotFoundError(f"restore_sharded: no complete checkpoint at {path} (no meta.json)")
     meta = json.loads(meta_file.read_text())
     if meta.get("format") != CKPT_FORMAT:
-        raise ValueError(f"restore_sharded: {path} has format {meta.get('format')!r}, "
-                         f"expected {CKPT_FORMAT!r}")
+        raise ValueError(
+            f"restore_sharded: {path} has format {meta.get('format')!r}, expected {CKPT_FORMAT!r}"
+        )
     n = mesh.shape[axis_name]
     sharding = table_sharding(mesh, axis_name)
     params = {}
