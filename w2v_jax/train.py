@@ -36,8 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from w2v_jax import gradients, losses, optim
+from w2v_jax import batches as batches_lib
+from w2v_jax import corpus as corpus_lib
+from w2v_jax import gradients, losses, optim, sampling
+from w2v_jax import huffman as huffman_lib
 from w2v_jax.config import MAX_SOFTMAX_VOCAB, Config, from_dict, validate
+from w2v_jax.vocab import Vocab, build_vocab
 
 Params = dict[str, jax.Array]
 
@@ -135,18 +139,21 @@ def _rows_fn(manual: Callable, loss_fn: Callable, n_diff: int, autodiff: bool) -
 
 
 def _output_rows(cfg: Config, params: Params, tables: Tables, h_BxD, target_B, key):
-    """Loss and gradients of the output layer for inputs ``h`` predicting ``target``.
+    """Loss and row gradients of the SGNS or HS output layer for ``h`` predicting ``target``.
+
+    Args:
+      h_BxD: [B, D] input vectors (v_c for skip-gram, the context mean for CBOW).
+      target_B: [B] int32 words to predict.
+      key: PRNG key for the negatives.
 
     Returns:
-      ``(loss_B, dh_BxD, out_ids, out_grads)``: ``out_ids`` [N] int32 rows of the output table
-      and ``out_grads`` [N, D] their per-entry gradients (or, for the full softmax, ``None`` and
-      a dense [V, D] gradient), plus ``valid`` [N] bool (False for padded Huffman slots).
+      ``(loss_B, dh_BxD, ids_N, grads_NxD, owner_N, valid_N)``: the output-table rows touched,
+      their per-entry gradients, the example each entry belongs to (for its mask), and
+      ``valid_N`` (False for padded Huffman slots). N = B(K+1) for SGNS, B*L for HS.
     """
     autodiff = cfg.train.grad == "autodiff"
     b = target_B.shape[0]
     if cfg.model.loss == "ns":
-        from w2v_jax import sampling
-
         k = cfg.model.negative
         negatives_BxK = sampling.sample_negatives(tables.noise, key, (b, k))
         out = params["outside_vecs"]
@@ -178,8 +185,7 @@ def _output_rows(cfg: Config, params: Params, tables: Tables, h_BxD, target_B, k
             mask_rows,
             path_BxL.reshape(-1),
         )
-    # Full softmax: inherently V-wide; returns the dense output gradient.
-    return None
+    raise ValueError(f"no row-sparse output layer for --loss {cfg.model.loss}")
 
 
 def row_gradients(cfg: Config, params: Params, tables: Tables, batch: dict, key: jax.Array):
@@ -235,14 +241,12 @@ def row_gradients(cfg: Config, params: Params, tables: Tables, batch: dict, key:
         d_ctx_BxCxD = jax.vmap(gradients.cbow_context_grads, in_axes=(0, 0, None, None))(
             dh_BxD, ctx_mask, cfg.model.cbow_mean, cfg.model.cbow_grad
         )
-        c = ctx_BxC.shape[1]
         valid = (ctx_mask > 0) & (w_B[:, None] > 0)
         updates["center_vecs"] = (
             ctx_BxC.reshape(-1),
             d_ctx_BxCxD.reshape(-1, d_ctx_BxCxD.shape[-1]),
             valid.reshape(-1),
         )
-        del c
     return loss_B * w_B, updates, dense
 
 
@@ -605,11 +609,6 @@ def train(
     Returns:
       A :class:`TrainResult`.
     """
-    from w2v_jax import batches as batches_lib
-    from w2v_jax import corpus as corpus_lib
-    from w2v_jax import huffman as huffman_lib
-    from w2v_jax import sampling
-    from w2v_jax.vocab import Vocab, build_vocab
 
     cfg = validate(config if config is not None else Config())
     out = Path(out) if out is not None else None
