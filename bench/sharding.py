@@ -49,8 +49,10 @@ def _batches(args, n_batches, tree):
     rng = np.random.default_rng(0)
     out = []
     for _ in range(n_batches):
-        b = {"center": _zipf_ids(rng, args.vocab, args.batch),
-             "mask": np.ones(args.batch, np.float32)}
+        b = {
+            "center": _zipf_ids(rng, args.vocab, args.batch),
+            "mask": np.ones(args.batch, np.float32),
+        }
         if args.model == "sg":
             b["context"] = _zipf_ids(rng, args.vocab, args.batch)
             target = b["context"]
@@ -111,11 +113,19 @@ def worker(args) -> dict:
     ops = sharding.hlo_collectives(compiled.as_text())
     mem = compiled.memory_analysis()
     row = {
-        "devices": n, "model": args.model, "loss": args.loss, "V": v, "D": d, "B": args.batch,
-        "K": args.negative, "L": int(tree.points.shape[1]) if tree is not None else None,
-        "cores": os.cpu_count(), "collectives": ops,
-        "table_bytes_per_device": sum(int(t.addressable_shards[0].data.nbytes)
-                                      for t in params.values()),
+        "devices": n,
+        "model": args.model,
+        "loss": args.loss,
+        "V": v,
+        "D": d,
+        "B": args.batch,
+        "K": args.negative,
+        "L": int(tree.points.shape[1]) if tree is not None else None,
+        "cores": os.cpu_count(),
+        "collectives": ops,
+        "table_bytes_per_device": sum(
+            int(t.addressable_shards[0].data.nbytes) for t in params.values()
+        ),
         "temp_bytes_per_device": int(getattr(mem, "temp_size_in_bytes", -1)) if mem else None,
     }
 
@@ -153,20 +163,30 @@ def _baseline(args, host, tree, host_batches):
     from w2v_jax.train import Tables, init_state, make_train_step
 
     cfg = config_lib.override(
-        config_lib.Config(), model=args.model, loss=args.loss, dim=args.dim,
-        negative=args.negative, batch_size=args.batch, window=args.window,
+        config_lib.Config(),
+        model=args.model,
+        loss=args.loss,
+        dim=args.dim,
+        negative=args.negative,
+        batch_size=args.batch,
+        window=args.window,
     )
     if args.loss == "ns":
         counts = np.maximum((1e7 / np.arange(1, args.vocab + 1)).astype(np.int64), 1)
         tables = Tables(noise=jax.device_put(sampling.build_noise_table(counts, 0.75)))
     else:
-        tables = Tables(points=jnp.asarray(tree.points), codes=jnp.asarray(tree.codes),
-                              lengths=jnp.asarray(tree.lengths))
+        tables = Tables(
+            points=jnp.asarray(tree.points),
+            codes=jnp.asarray(tree.codes),
+            lengths=jnp.asarray(tree.lengths),
+        )
     st = {"state": init_state(cfg, {k: jnp.asarray(v) for k, v in host.items()}, tables)}
     step = make_train_step(cfg)
     keep = ("center", "context", "mask", "context_mask")
-    batches = [{**{k: jnp.asarray(b[k]) for k in keep if k in b},
-                "progress": jnp.float32(0.0)} for b in host_batches]
+    batches = [
+        {**{k: jnp.asarray(b[k]) for k in keep if k in b}, "progress": jnp.float32(0.0)}
+        for b in host_batches
+    ]
     key = jax.random.key(0)
 
     def run():
@@ -193,10 +213,13 @@ def dedup_estimate(args, ns=(2, 4, 8, 16, 64, 256)) -> list[dict]:
 
     rng = np.random.default_rng(0)
     b = args.batch
-    ids = np.concatenate([
-        _zipf_ids(rng, args.vocab, (b, 1)),
-        _zipf_ids(rng, args.vocab, (b, args.negative), 0.75),
-    ], axis=1)  # [B, 1 + K], row i = example i
+    ids = np.concatenate(
+        [
+            _zipf_ids(rng, args.vocab, (b, 1)),
+            _zipf_ids(rng, args.vocab, (b, args.negative), 0.75),
+        ],
+        axis=1,
+    )  # [B, 1 + K], row i = example i
     out = []
     for n in ns:
         if b % n:
@@ -207,28 +230,38 @@ def dedup_estimate(args, ns=(2, 4, 8, 16, 64, 256)) -> list[dict]:
             "div": max(int(np.bincount(u // vs, minlength=n).max()) for u in uniq),
             "mod": max(int(np.bincount(u % n, minlength=n).max()) for u in uniq),
         }
-        out.append({
-            "devices": n,
-            "rows_allgather": b * ids.shape[1],
-            "unique_mean": float(np.mean([len(u) for u in uniq])),
-            "cap_div": cap["div"], "cap_mod": cap["mod"],
-            "rows_bucket_mod": n * cap["mod"], "rows_bucket_div": n * cap["div"],
-        })
+        out.append(
+            {
+                "devices": n,
+                "rows_allgather": b * ids.shape[1],
+                "unique_mean": float(np.mean([len(u) for u in uniq])),
+                "cap_div": cap["div"],
+                "cap_mod": cap["mod"],
+                "rows_bucket_mod": n * cap["mod"],
+                "rows_bucket_div": n * cap["div"],
+            }
+        )
     return out
 
 
 def report_dedup(rows, args) -> None:
     d = args.dim
-    print(f"\n### next step, estimated: dedup + all-to-all buckets (outside table, B={args.batch}, "
-          f"K={args.negative}, Zipf(1) words, negatives ~ r^-0.75)\n")
-    print("| devices | rows now (all-gather) | unique ids / device | bucket cap div / mod "
-          "| rows bucketed, mod | f32 bytes per device per direction: now -> bucketed |")
+    print(
+        f"\n### next step, estimated: dedup + all-to-all buckets (outside table, B={args.batch}, "
+        f"K={args.negative}, Zipf(1) words, negatives ~ r^-0.75)\n"
+    )
+    print(
+        "| devices | rows now (all-gather) | unique ids / device | bucket cap div / mod "
+        "| rows bucketed, mod | f32 bytes per device per direction: now -> bucketed |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['devices']} | {r['rows_allgather']:,} | {r['unique_mean']:,.0f} | "
-              f"{r['cap_div']} / {r['cap_mod']} | {r['rows_bucket_mod']:,} | "
-              f"{_fmt_bytes(r['rows_allgather'] * d * 4)} -> "
-              f"{_fmt_bytes(r['rows_bucket_mod'] * d * 4)} |")
+        print(
+            f"| {r['devices']} | {r['rows_allgather']:,} | {r['unique_mean']:,.0f} | "
+            f"{r['cap_div']} / {r['cap_mod']} | {r['rows_bucket_mod']:,} | "
+            f"{_fmt_bytes(r['rows_allgather'] * d * 4)} -> "
+            f"{_fmt_bytes(r['rows_bucket_mod'] * d * 4)} |"
+        )
 
 
 def _fmt_bytes(x: float) -> str:
@@ -241,36 +274,51 @@ def _fmt_bytes(x: float) -> str:
 
 def report(rows) -> None:
     r0 = rows[0]
-    print(f"\n## {r0['model']}/{r0['loss']}: V={r0['V']} D={r0['D']} B={r0['B']} K={r0['K']}"
-          + (f" L={r0['L']}" if r0["L"] else "") + f"; {r0['cores']} CPU cores\n")
+    print(
+        f"\n## {r0['model']}/{r0['loss']}: V={r0['V']} D={r0['D']} B={r0['B']} K={r0['K']}"
+        + (f" L={r0['L']}" if r0["L"] else "")
+        + f"; {r0['cores']} CPU cores\n"
+    )
     for r in rows:
         if not r["collectives"]:
             continue
-        print(f"### collectives of the compiled step, {r['devices']} devices "
-              "(bytes per device per step)\n")
+        print(
+            f"### collectives of the compiled step, {r['devices']} devices "
+            "(bytes per device per step)\n"
+        )
         print("| op | result | operand bytes | result bytes |")
         print("| --- | --- | ---: | ---: |")
         for o in r["collectives"]:
-            print(f"| {o['op']} | `{o['result']}` | {_fmt_bytes(o['operand_bytes'])} | "
-                  f"{_fmt_bytes(o['result_bytes'])} |")
+            print(
+                f"| {o['op']} | `{o['result']}` | {_fmt_bytes(o['operand_bytes'])} | "
+                f"{_fmt_bytes(o['result_bytes'])} |"
+            )
         tot_in = sum(o["operand_bytes"] for o in r["collectives"])
         tot_out = sum(o["result_bytes"] for o in r["collectives"])
-        print(f"| **total** ({len(r['collectives'])} ops) | | {_fmt_bytes(tot_in)} | "
-              f"{_fmt_bytes(tot_out)} |\n")
+        print(
+            f"| **total** ({len(r['collectives'])} ops) | | {_fmt_bytes(tot_in)} | "
+            f"{_fmt_bytes(tot_out)} |\n"
+        )
     print("### memory and throughput\n")
-    print("| devices | tables per device | XLA temp per device | pairs/s (median) | vs 1 device "
-          "| pairs/s (best) | max load avg |")
+    print(
+        "| devices | tables per device | XLA temp per device | pairs/s (median) | vs 1 device "
+        "| pairs/s (best) | max load avg |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     base = rows[0]["pairs_per_s"]
     for r in rows:
-        print(f"| {r['devices']} | {_fmt_bytes(r['table_bytes_per_device'])} | "
-              f"{_fmt_bytes(r['temp_bytes_per_device'] or 0)} | {r['pairs_per_s']:,.0f} | "
-              f"{r['pairs_per_s'] / base:.2f}x | {r['best_pairs_per_s']:,.0f} | "
-              f"{r['load_before']:.1f} |")
+        print(
+            f"| {r['devices']} | {_fmt_bytes(r['table_bytes_per_device'])} | "
+            f"{_fmt_bytes(r['temp_bytes_per_device'] or 0)} | {r['pairs_per_s']:,.0f} | "
+            f"{r['pairs_per_s'] / base:.2f}x | {r['best_pairs_per_s']:,.0f} | "
+            f"{r['load_before']:.1f} |"
+        )
     for r in rows:
         if "baseline_pairs_per_s" in r:
-            print(f"\nsingle-device trainer step (train.make_train_step, negatives drawn on "
-                  f"device): {r['baseline_pairs_per_s']:,.0f} pairs/s")
+            print(
+                f"\nsingle-device trainer step (train.make_train_step, negatives drawn on "
+                f"device): {r['baseline_pairs_per_s']:,.0f} pairs/s"
+            )
 
 
 def _run_worker(n: int, argv: list[str], attempts: int = 2) -> dict:
@@ -285,21 +333,23 @@ def _run_worker(n: int, argv: list[str], attempts: int = 2) -> dict:
     if "--platform" in argv and argv[argv.index("--platform") + 1] != "cpu":
         env.pop("JAX_PLATFORMS", None)  # the accelerator's own devices; n of them are used
     else:
-        env.update(JAX_PLATFORMS="cpu",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), *argv]
     for attempt in range(1, attempts + 1):
         try:
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
-                                 timeout=900)
+            res = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, check=False, timeout=900
+            )
         except subprocess.TimeoutExpired:
             print(f"worker with {n} devices timed out (attempt {attempt})", file=sys.stderr)
             continue
         if res.returncode == 0:
             return json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"worker with {n} devices failed (attempt {attempt}):\n{res.stderr[-3000:]}",
-              file=sys.stderr)
+        print(
+            f"worker with {n} devices failed (attempt {attempt}):\n{res.stderr[-3000:]}",
+            file=sys.stderr,
+        )
     sys.exit(f"worker with {n} devices failed {attempts} times")
 
 
@@ -315,12 +365,21 @@ def main(argv=None) -> None:
     ap.add_argument("--window", type=int, default=5, help="CBOW: C = 2 * window slots")
     ap.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="interleaved passes over --devices; repeats are pooled")
-    ap.add_argument("--platform", choices=("cpu", "gpu", "tpu"), default="cpu",
-                    help="cpu: n simulated host devices; gpu/tpu: the first n real devices")
-    ap.add_argument("--baseline", action="store_true",
-                    help="also time train.make_train_step on 1 device")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleaved passes over --devices; repeats are pooled",
+    )
+    ap.add_argument(
+        "--platform",
+        choices=("cpu", "gpu", "tpu"),
+        default="cpu",
+        help="cpu: n simulated host devices; gpu/tpu: the first n real devices",
+    )
+    ap.add_argument(
+        "--baseline", action="store_true", help="also time train.make_train_step on 1 device"
+    )
     ap.add_argument("--json", help="write the rows to this JSON file")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -335,8 +394,11 @@ def main(argv=None) -> None:
     for r in range(args.rounds):
         for n in args.devices:
             row = _run_worker(n, argv if argv is not None else sys.argv[1:])
-            print(f"round {r + 1}, {n} devices: {row['pairs_per_s']:,.0f} pairs/s "
-                  f"(load {row['load_before']:.1f})", file=sys.stderr)
+            print(
+                f"round {r + 1}, {n} devices: {row['pairs_per_s']:,.0f} pairs/s "
+                f"(load {row['load_before']:.1f})",
+                file=sys.stderr,
+            )
             if n in by_n:
                 keep = by_n[n]
                 keep["seconds"] += row["seconds"]

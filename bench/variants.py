@@ -27,8 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument("--softmax-steps", type=int, default=24)
     a = ap.parse_args(argv)
     source = corpus_lib.resolve_corpus(a.corpus)
-    base = override(w2v_jax.Config(), epochs=1, batch_size=a.batch_size, log_every_s=1e9,
-                    checkpoint_every_s=0.0)
+    base = override(
+        w2v_jax.Config(), epochs=1, batch_size=a.batch_size, log_every_s=1e9, checkpoint_every_s=0.0
+    )
     vocab = build_vocab(source.sentences(), base.data)
     print(f"{a.corpus}: V={len(vocab):,}, 1 epoch, B={a.batch_size}, update={a.update}")
     print("| model | loss | words/s | final loss | note |")
@@ -40,8 +41,11 @@ def main(argv=None) -> int:
         steps = a.softmax_steps if loss == "softmax" else None
         r = w2v_jax.train(source, cfg, vocab=vocab, progress=False, max_steps=steps)
         note = f"first {steps} steps only" if steps else ""
-        print(f"| {model} | {loss} | {r.words_per_sec / 1e3:,.0f}k | {r.epoch_loss[-1]:.3f} "
-              f"| {note} |", flush=True)
+        print(
+            f"| {model} | {loss} | {r.words_per_sec / 1e3:,.0f}k | {r.epoch_loss[-1]:.3f} "
+            f"| {note} |",
+            flush=True,
+        )
     return 0
 
 

@@ -58,8 +58,9 @@ def main() -> None:
 
     from w2v_jax import sharding
 
-    sharding.init_distributed(args.coordinator, args.num_processes, args.process_id,
-                              initialization_timeout=60)
+    sharding.init_distributed(
+        args.coordinator, args.num_processes, args.process_id, initialization_timeout=60
+    )
     assert jax.process_count() == args.num_processes, jax.process_count()
     assert len(jax.devices()) == LOCAL_DEVICES * args.num_processes, jax.devices()
 

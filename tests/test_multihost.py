@@ -30,8 +30,12 @@ _spec = importlib.util.spec_from_file_location("_multihost_worker", WORKER)
 worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)  # the problem definition shared with the worker processes
 # Messages of a jaxlib built without cross-process CPU collectives: a reason to skip, not fail.
-_NO_BACKEND = ("gloo is not available", "collectives are not supported",
-               "unimplemented: cross-process", "no cpu collectives")
+_NO_BACKEND = (
+    "gloo is not available",
+    "collectives are not supported",
+    "unimplemented: cross-process",
+    "no cpu collectives",
+)
 
 
 def _free_port() -> int:
@@ -48,12 +52,27 @@ def _launch(out: Path) -> tuple[list[int], list[str]]:
     for i in range(NUM_PROCESSES):
         log = open(out / f"process{i}.log", "w")  # noqa: SIM115 (closed below)
         logs.append(log)
-        procs.append(subprocess.Popen(
-            [sys.executable, str(WORKER),
-             "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(NUM_PROCESSES),
-             "--process-id", str(i), "--out", str(out)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(WORKER),
+                    "--coordinator",
+                    f"127.0.0.1:{port}",
+                    "--num-processes",
+                    str(NUM_PROCESSES),
+                    "--process-id",
+                    str(i),
+                    "--out",
+                    str(out),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        )
     deadline = time.monotonic() + TIMEOUT_S
     codes = []
     try:
@@ -78,16 +97,19 @@ def _one_process_run() -> tuple[dict[str, np.ndarray], list[float]]:
     step = sharding.make_sharded_step(mesh, model="sg", loss="ns")
     loss_sums = []
     for s in range(worker.STEPS):
-        params, loss_sum = step(params, sharding.shard_batch(worker.global_batch(s), mesh),
-                                worker.LR)
+        params, loss_sum = step(
+            params, sharding.shard_batch(worker.global_batch(s), mesh), worker.LR
+        )
         loss_sums.append(float(loss_sum))
     return sharding.unshard_params(params, worker.V), loss_sums
 
 
 def test_two_processes_train_like_one(tmp_path):
     codes, texts = _launch(tmp_path)
-    report = "\n".join(f"--- process {i} (exit {c}) ---\n{t[-3000:]}"
-                       for i, (c, t) in enumerate(zip(codes, texts, strict=True)))
+    report = "\n".join(
+        f"--- process {i} (exit {c}) ---\n{t[-3000:]}"
+        for i, (c, t) in enumerate(zip(codes, texts, strict=True))
+    )
     if any(c != 0 for c in codes):
         if any(msg in t.lower() for t in texts for msg in _NO_BACKEND):
             pytest.skip(f"this jaxlib has no cross-process CPU collectives:\n{report}")
