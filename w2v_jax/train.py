@@ -217,10 +217,12 @@ def row_gradients(cfg: Config, params: Params, tables: Tables, batch: dict, key:
         if cfg.train.grad == "autodiff":
 
             def total(h, u):
-                return jnp.sum(w_B * losses.naive_softmax_loss_batch(h, target_B, u))
+                per_example = losses.naive_softmax_loss_batch(h, target_B, u)
+                return jnp.sum(w_B * per_example), per_example
 
-            loss_B = losses.naive_softmax_loss_batch(h_BxD, target_B, params["outside_vecs"])
-            dh_BxD, d_out = jax.grad(total, argnums=(0, 1))(h_BxD, params["outside_vecs"])
+            (_, loss_B), (dh_BxD, d_out) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
+                h_BxD, params["outside_vecs"]
+            )
             dh_BxD = dh_BxD / jnp.where(w_B > 0, w_B, 1.0)[:, None]
         else:
             loss_B, dh_BxD, d_out = gradients.naive_softmax_grads_batch(
@@ -430,8 +432,6 @@ def make_step(cfg: Config) -> Callable:
                 sq = sq + jnp.sum(jnp.square(grads.astype(jnp.float32)))
             if cfg.train.update == "dense":
                 g_VxD = jnp.zeros_like(table).at[ids].add(grads.astype(table.dtype))
-                if name in dense:
-                    g_VxD = g_VxD + dense.pop(name)
                 params[name], opt_state[name] = optim.dense_apply(
                     tx, table, opt_state[name], g_VxD, lr
                 )
