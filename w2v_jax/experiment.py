@@ -395,6 +395,15 @@ def _pyplot():
     return plt
 
 
+def _save_figure(fig, path: str | os.PathLike) -> Path:
+    """Writes ``fig`` as a PNG at ``path`` (folders created) and closes it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    _pyplot().close(fig)
+    return out
+
+
 def plot_heatmap(
     cells: Sequence[dict[str, Any]],
     *,
@@ -440,11 +449,7 @@ def plot_heatmap(
     fig.colorbar(im, ax=ax, label=METRIC_NAMES.get(metric, metric))
     ax.set_title(title or METRIC_NAMES.get(metric, metric))
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, path)
 
 
 def plot_bars(
@@ -493,11 +498,7 @@ def plot_bars(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------ script helpers
@@ -810,8 +811,4 @@ def plot_scatter(
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, path)
