@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,14 @@ import pytest
 
 from w2v_jax import config as config_lib
 from w2v_jax.config import Config, override
-from w2v_jax.train import TrainState, make_step, train
+from w2v_jax.train import (
+    TrainState,
+    make_step,
+    make_train_step,
+    make_train_steps,
+    train,
+    vocab_sized_ops,
+)
 
 TOPICS, WORDS_PER_TOPIC = 3, 8
 
@@ -172,6 +180,38 @@ def test_step_has_no_vocab_sized_intermediate(model, loss):
     # The only [V, ...] values a row-sparse step may produce are the scattered tables themselves.
     found = _big_outputs(_cfg(model=model, loss=loss), vocab_size=5000)
     assert found and set(found) <= {"scatter-add", "scatter", "pjit", "jit"}, found
+
+
+@pytest.mark.parametrize(
+    "model,loss,optimizer",
+    [(m, lo, "sgd") for m, lo in itertools.product(["sg", "cbow"], ["ns", "hs"])]
+    + [("sg", "ns", "adagrad")],
+)
+def test_compiled_step_writes_no_vocab_sized_buffer(model, loss, optimizer):
+    # What XLA compiles, not only what we trace: a copy of a [V] buffer is O(V) work per step
+    # even though the jaxpr has none (the duplicate counter's zeroing scatter once caused three).
+    v = 5003
+    cfg = _cfg(model=model, loss=loss, optimizer=optimizer)
+    state, batch = _state_and_batch(cfg, vocab_size=v)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), batch)
+    for fn, args in [(make_train_steps(cfg), stacked), (make_train_step(cfg), batch)]:
+        hlo = fn.lower(state, args, jax.random.key(0)).compile().as_text()
+        assert re.search(rf"\[{v},16\]", hlo), "the tables should appear in the HLO"
+        assert vocab_sized_ops(hlo, v) == []
+
+
+def test_vocab_sized_ops_flags_a_table_copy():
+    v = 5003
+    table = jnp.zeros((v, 4), jnp.float32)
+    ids = jnp.arange(8, dtype=jnp.int32)
+
+    def copy_then_scatter(t, i):  # t is not donated: XLA must copy it to update it
+        return t.at[i].add(1.0), t[i]
+
+    hlo = jax.jit(copy_then_scatter).lower(table, ids).compile().as_text()
+    assert vocab_sized_ops(hlo, v)
+    donated = jax.jit(lambda t, i: t.at[i].add(1.0), donate_argnums=0)
+    assert vocab_sized_ops(donated.lower(table, ids).compile().as_text(), v) == []
 
 
 def test_softmax_is_the_one_dense_loss():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -290,7 +291,41 @@ def duplicate_scale(
     counts_V = scratch_V.at[ids_N].add(valid_N.astype(scratch_V.dtype))
     n_N = counts_V[ids_N]
     scale_N = jnp.minimum(1.0, cap / jnp.maximum(n_N, 1.0))
-    return scale_N, counts_V.at[ids_N].set(0.0)
+    # Zero the counts with values computed from n_N (min(n, 0) = 0, as n >= 0): the data
+    # dependence orders the gather before this scatter, so XLA updates the buffer in place
+    # instead of copying all of [V] each step (an O(V) step; tests/test_train.py checks the HLO).
+    return scale_N, counts_V.at[ids_N].set(jnp.minimum(n_N, 0.0))
+
+
+_IN_PLACE_OPS = {"parameter", "get-tuple-element", "tuple", "bitcast", "while", "scatter"}
+
+
+def vocab_sized_ops(hlo_text: str, vocab_size: int) -> list[str]:
+    """Instructions of a compiled step that write a whole [V] or [V, D] buffer: O(V) work.
+
+    A row-sparse step may only pass the tables through (parameters, tuples, loops) and scatter
+    into them in place. A copy, fill or elementwise pass over a V-sized buffer means the step's
+    cost grows with V; XLA inserts such copies silently when it cannot order a table's reads
+    before its in-place write. The jaxpr cannot show them: read the compiled HLO
+    (``jax.jit(f).lower(...).compile().as_text()``).
+
+    Args:
+      hlo_text: the optimized HLO module text.
+      vocab_size: V (tables with V or V-1 leading rows are checked).
+
+    Returns:
+      The offending instruction lines (empty when the step is O(1) in V).
+    """
+    shape = re.compile(rf"= [a-z0-9]+\[({vocab_size}|{vocab_size - 1})(,\d+)*\]\S* ([a-z-]+)\(")
+    bad = []
+    for line in hlo_text.splitlines():
+        m = shape.search(line)
+        if not m or m.group(3) in _IN_PLACE_OPS:
+            continue
+        if m.group(3) == "fusion" and re.search(r"calls=%\S*scatter", line):
+            continue  # a scatter fused with its update computation, still in place
+        bad.append(line.strip())
+    return bad
 
 
 def fused_update(cfg: Config, state: TrainState, batch: dict, key: jax.Array, lr: jax.Array):
