@@ -109,7 +109,10 @@ def neg_sampling_grads(v_c: jax.Array, u_o: jax.Array, u_negs: jax.Array):
     g_o = -jax.nn.sigmoid(-score_o)  # sigma(s_o) - 1
     g_K = jax.nn.sigmoid(scores_K)  # 1 - sigma(-s_k)
     dv_c = g_o * u_o + g_K @ u_negs
-    return loss, dv_c, g_o * v_c, jnp.outer(g_K, v_c)
+    # dJ/du_t = g_t v_c for every target t = o, k_1..k_K: one outer product, then split, so a
+    # caller that puts the rows back side by side ([K+1, D]) gets them without a copy.
+    du_targets = jnp.outer(jnp.concatenate([g_o[None], g_K]), v_c)
+    return loss, dv_c, du_targets[0], du_targets[1:]
 
 
 def hierarchical_softmax_grads(

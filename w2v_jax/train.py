@@ -161,9 +161,14 @@ def _output_rows(cfg: Config, params: Params, tables: Tables, h_BxD, target_B, k
         u_o_BxD, u_k_BxKxD = out[target_B], out[negatives_BxK]
         fn = _rows_fn(gradients.neg_sampling_grads_batch, losses.neg_sampling_loss, 3, autodiff)
         loss_B, dh_BxD, du_o_BxD, du_k_BxKxD = fn(h_BxD, u_o_BxD, u_k_BxKxD)
-        ids = jnp.concatenate([target_B, negatives_BxK.reshape(-1)])
-        grads = jnp.concatenate([du_o_BxD, du_k_BxKxD.reshape(b * k, -1)])
-        mask_rows = jnp.concatenate([jnp.arange(b), jnp.repeat(jnp.arange(b), k)])
+        # Targets side by side per example ([B, K+1], then flattened): du_o and du_k are the
+        # two slices of one outer product (gradients.neg_sampling_grads), so XLA folds this
+        # concatenation away and the update rows are one broadcast [B, K+1, D] product fused
+        # into the scatter. Concatenating along N instead (all positives, then all negatives)
+        # made XLA:CPU build the rows in a separate pass that halved the step's speed.
+        ids = jnp.concatenate([target_B[:, None], negatives_BxK], axis=1).reshape(-1)
+        grads = jnp.concatenate([du_o_BxD[:, None, :], du_k_BxKxD], axis=1).reshape(b * (k + 1), -1)
+        mask_rows = jnp.repeat(jnp.arange(b), k + 1)
         return loss_B, dh_BxD, ids, grads, mask_rows, jnp.ones(ids.shape, bool)
     if cfg.model.loss == "hs":
         points_BxL, codes_BxL = tables.points[target_B], tables.codes[target_B]
