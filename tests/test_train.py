@@ -389,6 +389,20 @@ def test_fused_update_learns_topics_and_is_deterministic_on_one_thread(topic_cor
     np.testing.assert_array_equal(a.params["center_vecs"], b.params["center_vecs"])
 
 
+@pytest.mark.parametrize("model,loss", list(itertools.product(["sg", "cbow"], ["ns", "hs"])))
+def test_fused_update_learns_topics_on_several_threads(topic_corpus, model, loss):
+    # Hogwild on 2 threads. For HS, V = 24 < 64 makes every Huffman node a private per-thread
+    # copy merged by averaging at the end of each call (kernels/w2v_kernels.cc, "Hot output
+    # rows"): the merge must still learn as well as one thread does.
+    _fused_or_skip()
+    cfg = _cfg(model=model, loss=loss, update="fused", threads=2, epochs=3)
+    a = train(str(topic_corpus), cfg, progress=False)
+    assert np.all(np.isfinite(a.params["center_vecs"]))
+    assert a.epoch_loss[-1] < 0.9 * a.epoch_loss[0], a.epoch_loss
+    within, across = _topic_margin(a)
+    assert within > 0.5 and within - across > 0.4, (within, across)
+
+
 def test_fused_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match="--update fused"):
         override(Config(), update="fused", loss="softmax")

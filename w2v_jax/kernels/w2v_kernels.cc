@@ -39,8 +39,11 @@
 // Threads: T std::threads (the caller's included) take contiguous chunks of ~B/(8T) pairs from a
 // shared counter and update the tables Hogwild style like word2vec.c and gensim: when two
 // threads touch the same row the updates race (lost or mixed float updates are accepted), so
-// T > 1 is not deterministic. T = 1 is sequential and bit-deterministic. Ids are checked before
-// any write: out-of-range ids return an error and leave the tables untouched.
+// T > 1 is not deterministic. The exception for HS are the 64 Huffman nodes nearest the root,
+// which each thread updates in a private copy that is averaged back at the end of the call
+// (see "Hot output rows" below). T = 1 is sequential and bit-deterministic.
+// Ids are checked before any write: out-of-range ids return an error and leave the tables
+// untouched.
 //
 // Sampled variants draw the K negatives inside the kernel from a Walker alias table with a
 // counter-based generator: draw n = i*K + k of a call is splitmix64(key(seed) + (n+1)*gamma), so
@@ -152,6 +155,46 @@ inline float sigmoid_from(float f, float e /* = exp(-|f|) */) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hot output rows. With T > 1 threads, the Huffman nodes that nearly every pair touches (the
+// root and the nodes below it) would bounce between the cores' caches on every write:
+// measured, 2 threads ran skip-gram HS at half the speed of 1 (BENCHMARKS.md). So for HS each
+// thread updates a private copy of those kHotRows rows during a call, and
+// when all threads are done each hot row becomes its old value plus the mean of the changes
+// of the threads that touched it (parameter averaging, as in local SGD; the sum of the changes
+// would overshoot once a row has converged, as the root soon does). A row touched by a single
+// thread simply takes that thread's value. Every other row is shared Hogwild style. T = 1
+// uses the table directly (exact sequential). SGNS keeps plain Hogwild on every row: its hot
+// rows are the most frequent words, whose output vectors carry meaning, and averaging them
+// (which halves their step while they still move linearly) cost quality on the default corpus
+// (cbow-ns WordSim-353 0.25 -> 0.21, median of 3 seeds) for a small speed gain.
+
+#ifndef W2V_HOT_ROWS
+#define W2V_HOT_ROWS 64
+#endif
+constexpr int64_t kHotRows = W2V_HOT_ROWS;
+
+struct HotRange {
+  int64_t lo = 0, hi = 0;  // output-table rows [lo, hi)
+};
+
+// Where row `id` of the output table lives for this thread.
+struct OutRows {
+  float* table;
+  float* hot;             // this thread's copy of rows [r.lo, r.hi), or nullptr
+  unsigned char* touched;  // [r.hi - r.lo]: which hot rows this thread has updated
+  HotRange r;
+  int64_t d;
+  bool is_hot(int64_t i) const { return hot != nullptr && i >= r.lo && i < r.hi; }
+  float* row(int32_t id) const { return is_hot(id) ? hot + (id - r.lo) * d : table + id * d; }
+  // The row this pair will update.
+  float* update_row(int32_t id) const {
+    if (!is_hot(id)) return table + static_cast<int64_t>(id) * d;
+    touched[id - r.lo] = 1;
+    return hot + (id - r.lo) * d;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Per-pair work description, filled by the "input" and "target" policies below.
 
 struct PairBuf {
@@ -217,6 +260,7 @@ struct TgtNS {
   int64_t k;
   bool check_dups() const { return true; }
   int64_t max_tgt() const { return k + 1; }
+  HotRange hot_range(int64_t) const { return {}; }  // see "Hot output rows"
   void prefetch_meta(int64_t) const {}
   void fill(int64_t i, PairBuf& p) const {
     p.tgt_ids[0] = pos[i];
@@ -255,6 +299,7 @@ struct TgtNSSampled {
   std::atomic<bool>* bad_alias;
   bool check_dups() const { return true; }
   int64_t max_tgt() const { return k + 1; }
+  HotRange hot_range(int64_t) const { return {}; }  // see "Hot output rows"
   // The alias columns are uniform over V: at large V each draw is a cache miss, so the loop
   // touches them well before it draws.
   void prefetch_meta(int64_t i) const {
@@ -304,6 +349,11 @@ struct TgtHS {
   int64_t vw, l;
   bool check_dups() const { return false; }  // a Huffman path never repeats a node
   int64_t max_tgt() const { return l; }
+  // Inner node a is the a-th merge, so ids rise with visit counts; the root, N-1, is on every
+  // path.
+  HotRange hot_range(int64_t n_rows) const {
+    return {std::max<int64_t>(0, n_rows - kHotRows), n_rows};
+  }
   void prefetch_meta(int64_t i) const {
     const int64_t w = word[i];
     __builtin_prefetch(lengths + w, 0, 3);
@@ -488,7 +538,8 @@ inline void update_all(const float* h, float* const* rows, const float* g, int n
 }
 
 template <class In, class Tgt>
-void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common& cm) {
+void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common& cm,
+               const OutRows& out) {
   if (lo >= hi) return;
   const int64_t d = cm.d;
   const int64_t max_t = std::max<int64_t>(tg.max_tgt(), 1);
@@ -524,7 +575,7 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
       PairBuf& ahead = ring[(i + kPrefetchPairs - lo) % kRing];
       load(i + kPrefetchPairs, ahead);
       for (int j = 0; j < ahead.n_in; ++j) prefetch_row(cm.in_tab + ahead.in_ids[j] * d, d);
-      for (int j = 0; j < ahead.n_tgt; ++j) prefetch_row(cm.out_tab + ahead.tgt_ids[j] * d, d);
+      for (int j = 0; j < ahead.n_tgt; ++j) prefetch_row(out.row(ahead.tgt_ids[j]), d);
     }
     const PairBuf& cur = ring[(i - lo) % kRing];
     const float m = cm.mask[i];
@@ -549,7 +600,7 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
           }
       if (q == nu) {
         uid[nu] = id;
-        urows[nu] = cm.out_tab + static_cast<int64_t>(id) * d;
+        urows[nu] = out.update_row(id);
         gsum[nu] = 0.0f;
         ++nu;
       }
@@ -617,38 +668,43 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
   }
 }
 
-// Run fn(lo, hi) over [0, n) on `threads` threads (the calling one included). The threads pull
+// Run fn(worker, lo, hi) over [0, n) on `threads` threads (the calling one is worker 0). The threads pull
 // contiguous chunks of about n / (8 T) items from a shared counter instead of owning one fixed
 // range each, so a thread that the OS deschedules (XLA's own threads, other processes) does not
 // hold the call up while the others idle. threads <= 0 means all hardware threads.
+// Threads actually used for n items: all hardware threads if threads <= 0, at most n/min_chunk.
+inline int64_t effective_threads(int64_t n, int64_t threads, int64_t min_chunk) {
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  return std::min<int64_t>(threads, std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1)));
+}
+
 template <class Fn>
 void parallel_chunks(int64_t n, int64_t threads, int64_t min_chunk, Fn&& fn) {
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = effective_threads(n, threads, min_chunk);
   min_chunk = std::max<int64_t>(min_chunk, 1);
-  threads = std::min<int64_t>(threads, std::max<int64_t>(1, n / min_chunk));
   if (threads <= 1) {
-    fn(int64_t{0}, n);
+    fn(int64_t{0}, int64_t{0}, n);
     return;
   }
   const int64_t chunk = std::max<int64_t>(min_chunk, n / (threads * 8));
   std::atomic<int64_t> next{0};
-  auto worker = [&]() {
+  auto worker = [&](int64_t w) {
     for (;;) {
       const int64_t lo = next.fetch_add(chunk, std::memory_order_relaxed);
       if (lo >= n) break;
-      fn(lo, std::min(n, lo + chunk));
+      fn(w, lo, std::min(n, lo + chunk));
     }
   };
   std::vector<std::thread> pool;
   pool.reserve(threads - 1);
   for (int64_t t = 1; t < threads; ++t) {
     try {
-      pool.emplace_back(worker);
+      pool.emplace_back(worker, t);
     } catch (...) {  // no more threads available: the ones we have finish the work
       break;
     }
   }
-  worker();
+  worker(0);
   for (auto& th : pool) th.join();
 }
 
@@ -688,7 +744,41 @@ ffi::Error launch(const In& in, const Tgt& tg, Common cm, int64_t b, int64_t v_i
                   int64_t threads) {
   std::string err;
   if (!in.valid(b, v_in, err) || !tg.valid(b, v_out, err)) return ffi::Error::InvalidArgument(err);
-  parallel_chunks(b, threads, 64, [&](int64_t lo, int64_t hi) { run_range(lo, hi, in, tg, cm); });
+  constexpr int64_t kMinChunk = 64;
+  const int64_t t = effective_threads(b, threads, kMinChunk);
+  const HotRange hr = t > 1 ? tg.hot_range(v_out) : HotRange{};
+  const int64_t d = cm.d;
+  const int64_t n_hot = hr.hi - hr.lo;
+  // One private copy of the hot rows per thread (the table keeps their old values meanwhile).
+  std::vector<std::vector<float>> hot(n_hot > 0 ? t : 0);
+  std::vector<std::vector<unsigned char>> touched(hot.size());
+  for (size_t w = 0; w < hot.size(); ++w) {
+    hot[w].assign(cm.out_tab + hr.lo * d, cm.out_tab + hr.hi * d);
+    touched[w].assign(n_hot, 0);
+  }
+  parallel_chunks(b, t, kMinChunk, [&](int64_t w, int64_t lo, int64_t hi) {
+    const bool own = n_hot > 0;
+    run_range(lo, hi, in, tg, cm,
+              OutRows{cm.out_tab, own ? hot[w].data() : nullptr, own ? touched[w].data() : nullptr,
+                      hr, d});
+  });
+  for (int64_t r = 0; r < n_hot; ++r) {  // old value + mean change of the threads that touched r
+    float* dst = cm.out_tab + (hr.lo + r) * d;
+    int n = 0, last = 0;
+    for (size_t w = 0; w < hot.size(); ++w)
+      if (touched[w][r]) ++n, last = static_cast<int>(w);
+    if (n == 1) {
+      std::memcpy(dst, hot[last].data() + r * d, d * sizeof(float));
+    } else if (n > 1) {
+      const float inv = 1.0f / static_cast<float>(n);
+      for (int64_t j = 0; j < d; ++j) {
+        float change = 0.0f;
+        for (size_t w = 0; w < hot.size(); ++w)
+          if (touched[w][r]) change += hot[w][r * d + j] - dst[j];
+        dst[j] += change * inv;
+      }
+    }
+  }
   return ffi::Error::Success();
 }
 
@@ -754,7 +844,7 @@ ffi::Error AliasSampleImpl(ffi::Buffer<ffi::F32, 1> alias_prob, ffi::Buffer<ffi:
   const int32_t* alias = alias_idx.typed_data();
   int32_t* dst = out->typed_data();
   std::atomic<bool> bad{false};
-  parallel_chunks(b, num_threads, 4096, [&](int64_t lo, int64_t hi) {
+  parallel_chunks(b, num_threads, 4096, [&](int64_t, int64_t lo, int64_t hi) {
     for (int64_t n = lo * k; n < hi * k; ++n) {
       int32_t t = alias_draw(draw_bits(key, static_cast<uint64_t>(n)), prob, alias, v);
       if (t < 0) {
