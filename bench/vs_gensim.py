@@ -3,6 +3,7 @@
     python bench/vs_gensim.py                       # default corpus, sg-ns, 3 seeds
     python bench/vs_gensim.py --variants sg-ns,sg-hs,cbow-ns --repeats 3
     python bench/vs_gensim.py --corpus zipf:5000000 --no-eval   # pure speed, synthetic Zipf text
+    python bench/vs_gensim.py --corpus zipf:5000000:1000000 --min-count 1 --no-eval  # V ~ 1e6
     python bench/vs_gensim.py --corpus /data/text8 --epochs 1
 
 Both sides share one vocabulary pass (ours; gensim builds its own from the same sentences with
@@ -137,7 +138,9 @@ def summarize(values: list[float]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpus", default="wiki-sample", help="name, path, or zipf:TOKENS")
+    p.add_argument(
+        "--corpus", default="wiki-sample", help="name, path, or zipf:TOKENS[:TYPES] (50k types)"
+    )
     p.add_argument("--variants", default="sg-ns")
     p.add_argument("--repeats", type=int, default=3, help="seeds per system and variant")
     p.add_argument("--epochs", type=int, default=5)
@@ -160,10 +163,11 @@ def main(argv=None) -> int:
 
     name = args.corpus
     if name.startswith("zipf:"):
-        tokens = int(float(name.split(":", 1)[1]))
+        tokens, types = (int(float(x)) for x in (name.split(":") + ["50000"])[1:3])
         cache = corpus_lib.cache_root() / "bench"
         cache.mkdir(parents=True, exist_ok=True)
-        name = str(zipf_corpus(cache / f"zipf_{tokens}.txt", tokens))
+        stem = f"zipf_{tokens}" if types == 50_000 else f"zipf_{tokens}_{types}"
+        name = str(zipf_corpus(cache / f"{stem}.txt", tokens, types))
     source = corpus_lib.resolve_corpus(name)
     sentences = list(source.sentences())
     raw_words = sum(len(s) for s in sentences)
