@@ -305,6 +305,24 @@ def duplicate_scale(
 _IN_PLACE_OPS = {"parameter", "get-tuple-element", "tuple", "bitcast", "while", "scatter"}
 
 
+def _hlo_shape_and_opcode(line: str) -> tuple[str, str] | None:
+    """``(result shape, opcode)`` of one HLO instruction line, or ``None`` for other lines."""
+    _, eq, rest = line.partition(" = ")
+    if not eq:
+        return None
+    end = 0
+    if rest.startswith("("):  # a tuple shape: up to its matching parenthesis
+        depth = 0
+        for i, ch in enumerate(rest):
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if depth == 0:
+                end = i
+                break
+    end = rest.find(" ", end)
+    m = re.match(r"([a-z0-9-]+)\(", rest[end + 1 :]) if end > 0 else None
+    return (rest[:end], m.group(1)) if m else None
+
+
 def vocab_sized_ops(hlo_text: str, vocab_size: int) -> list[str]:
     """Instructions of a compiled step that write a whole [V] or [V, D] buffer: O(V) work.
 
@@ -321,13 +339,13 @@ def vocab_sized_ops(hlo_text: str, vocab_size: int) -> list[str]:
     Returns:
       The offending instruction lines (empty when the step is O(1) in V).
     """
-    shape = re.compile(rf"= [a-z0-9]+\[({vocab_size}|{vocab_size - 1})(,\d+)*\]\S* ([a-z-]+)\(")
+    v_sized = re.compile(rf"\[({vocab_size}|{vocab_size - 1})(,\d+)*\]")
     bad = []
     for line in hlo_text.splitlines():
-        m = shape.search(line)
-        if not m or m.group(3) in _IN_PLACE_OPS:
+        parsed = _hlo_shape_and_opcode(line)
+        if parsed is None or not v_sized.search(parsed[0]) or parsed[1] in _IN_PLACE_OPS:
             continue
-        if m.group(3) == "fusion" and re.search(r"calls=%\S*scatter", line):
+        if parsed[1] == "fusion" and re.search(r"calls=%\S*scatter", line):
             continue  # a scatter fused with its update computation, still in place
         bad.append(line.strip())
     return bad
