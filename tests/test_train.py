@@ -194,10 +194,34 @@ def test_compiled_step_writes_no_vocab_sized_buffer(model, loss, optimizer):
     cfg = _cfg(model=model, loss=loss, optimizer=optimizer)
     state, batch = _state_and_batch(cfg, vocab_size=v)
     stacked = jax.tree.map(lambda x: jnp.stack([x, x]), batch)
+    stacked["active"] = jnp.array([True, False])  # as the host loop calls it
     for fn, args in [(make_train_steps(cfg), stacked), (make_train_step(cfg), batch)]:
         hlo = fn.lower(state, args, jax.random.key(0)).compile().as_text()
         assert re.search(rf"\[{v},16\]", hlo), "the tables should appear in the HLO"
         assert vocab_sized_ops(hlo, v) == []
+
+
+@pytest.mark.parametrize("update", ["sparse", "fused"])
+def test_inactive_steps_of_a_padded_call_are_skipped(update):
+    # The host loop pads a run's last group to steps_per_call with inactive copies, so that the
+    # scan compiles once; those steps must leave the state exactly as the real steps left it.
+    if update == "fused":
+        _fused_or_skip()
+    cfg = _cfg(update=update, threads=1)
+    state, batch = _state_and_batch(cfg)
+    steps = make_train_steps(cfg)
+    real = jax.tree.map(lambda x: jnp.stack([x, x, x]), batch)
+    padded = jax.tree.map(lambda x: jnp.concatenate([x, x[:2]]), real)
+    padded["active"] = jnp.array([True, True, True, False, False])
+    key = jax.random.key(7)
+    s_real, m_real = steps(jax.tree.map(jnp.copy, state), real, key)
+    s_pad, m_pad = steps(jax.tree.map(jnp.copy, state), padded, key)
+    assert int(s_pad.step) == int(s_real.step) == 3
+    for name in s_real.params:
+        np.testing.assert_array_equal(s_pad.params[name], s_real.params[name], err_msg=name)
+    for name in m_real:
+        np.testing.assert_array_equal(m_pad[name][:3], m_real[name], err_msg=name)
+        assert not np.any(m_pad[name][3:]), name
 
 
 def test_vocab_sized_ops_flags_a_table_copy():

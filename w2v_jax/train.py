@@ -302,7 +302,15 @@ def duplicate_scale(
     return scale_N, counts_V.at[ids_N].set(jnp.minimum(n_N, 0.0))
 
 
-_IN_PLACE_OPS = {"parameter", "get-tuple-element", "tuple", "bitcast", "while", "scatter"}
+_IN_PLACE_OPS = {
+    "parameter",
+    "get-tuple-element",
+    "tuple",
+    "bitcast",
+    "while",
+    "conditional",
+    "scatter",
+}
 
 
 def _hlo_shape_and_opcode(line: str) -> tuple[str, str] | None:
@@ -533,11 +541,29 @@ def make_train_steps(cfg: Config) -> Callable:
 
     One ``lax.scan`` over the leading axis of every batch field. Fewer dispatches and fewer
     fresh temporaries than S separate calls (measured in BENCHMARKS.md).
+
+    ``batches`` may hold ``active`` [S] bool: a step whose flag is False is skipped (``lax.cond``;
+    the state passes through untouched, ``state.step`` included, and its metrics are zeros).
+    The host loop pads a run's last, shorter group with such steps, so that every call has the
+    same shape and XLA compiles the scan once (a second compile cost 1.6 s, a third of a
+    one-epoch run on the default corpus).
     """
     step = make_step(cfg)
 
     def steps(state, batches, key):
-        return jax.lax.scan(lambda s, b: step(s, b, key), state, batches)
+        batches = dict(batches)
+        active_S = batches.pop("active", None)
+        if active_S is None:
+            return jax.lax.scan(lambda s, b: step(s, b, key), state, batches)
+        first = jax.tree.map(lambda x: x[0], batches)
+        shapes = jax.eval_shape(lambda s, b: step(s, b, key)[1], state, first)
+        skipped = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+        def body(s, xs):
+            b, on = xs
+            return jax.lax.cond(on, lambda s: step(s, b, key), lambda s: (s, skipped), s)
+
+        return jax.lax.scan(body, state, (batches, active_S))
 
     return jax.jit(steps, donate_argnums=0)
 
@@ -582,8 +608,13 @@ def _to_device_batch(batch, progress: float) -> dict[str, np.ndarray]:
     return fields
 
 
-def _stack(group: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.stack([b[k] for b in group]) for k in group[0]}
+def _stack(group: list[dict[str, np.ndarray]], size: int) -> dict[str, np.ndarray]:
+    """``size`` stacked batches with ``active`` [size] bool; a short group is padded with
+    inactive copies of its last batch (skipped by the step, see :func:`make_train_steps`)."""
+    padded = group + [group[-1]] * (size - len(group))
+    out = {k: np.stack([b[k] for b in padded]) for k in group[0]}
+    out["active"] = np.arange(size) < len(group)
+    return out
 
 
 def _grouped(stream: Iterator, size: int) -> Iterator[tuple[list, Any]]:
@@ -769,7 +800,7 @@ def train(
     stream = batches_lib.prefetch(stream)
     total_words = cfg.train.epochs * encoded.raw_words
     history: list[dict[str, float]] = []
-    pending: list[tuple[dict, int]] = []  # (device metrics, epoch) not yet pulled to host
+    pending: list[tuple[dict, int, int]] = []  # (device metrics, epoch, real steps) not pulled
     t0 = time.perf_counter()
     words_at_start = words_done
     last_log = last_ckpt = t0
@@ -779,7 +810,8 @@ def train(
     def pull() -> None:
         """Moves pending device metrics to the host accumulators (the only sync point)."""
         nonlocal epoch
-        for metrics, ep in jax.device_get(pending):
+        for metrics, ep, n_real in jax.device_get(pending):
+            metrics = {k: v[:n_real] for k, v in metrics.items()}  # drop padded steps
             if ep != epoch:
                 epoch_loss.append(acc["epoch_loss"] / max(acc["epoch_n"], 1.0))
                 acc["epoch_loss"] = acc["epoch_n"] = 0.0
@@ -842,8 +874,8 @@ def train(
         if max_steps is not None and int(state.step) >= max_steps:
             break
         ep = position.epoch
-        state, metrics = steps_fn(state, _stack(group), step_key)
-        pending.append((metrics, ep))
+        state, metrics = steps_fn(state, _stack(group, cfg.train.steps_per_call), step_key)
+        pending.append((metrics, ep, len(group)))
         position, words_done = info.position, info.words_done
         now = time.perf_counter()
         if now - last_log >= cfg.train.log_every_s:
