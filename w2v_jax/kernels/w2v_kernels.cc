@@ -158,12 +158,12 @@ inline float sigmoid_from(float f, float e /* = exp(-|f|) */) {
 // Hot output rows. With T > 1 threads, the Huffman nodes that nearly every pair touches (the
 // root and the nodes below it) would bounce between the cores' caches on every write:
 // measured, 2 threads ran skip-gram HS at half the speed of 1 (BENCHMARKS.md). So for HS each
-// thread updates a private copy of those kHotRows rows during a call, and
-// when all threads are done each hot row becomes its old value plus the mean of the changes
-// of the threads that touched it (parameter averaging, as in local SGD; the sum of the changes
-// would overshoot once a row has converged, as the root soon does). A row touched by a single
-// thread simply takes that thread's value. Every other row is shared Hogwild style. T = 1
-// uses the table directly (exact sequential). SGNS keeps plain Hogwild on every row: its hot
+// thread updates a private copy of those kHotRows rows during a call, and when all threads are
+// done each hot row becomes its old value plus the mean of the changes of the threads that
+// touched it (parameter averaging, as in local SGD; the sum of the changes would overshoot
+// once a row has converged, as the root soon does). A row touched by a single thread simply
+// takes that thread's value. Every other row is shared Hogwild style. T = 1 uses the table
+// directly (exact sequential). SGNS keeps plain Hogwild on every row: its hot
 // rows are the most frequent words, whose output vectors carry meaning, and averaging them
 // (which halves their step while they still move linearly) cost quality on the default corpus
 // (cbow-ns WordSim-353 0.25 -> 0.21, median of 3 seeds) for a small speed gain.
@@ -668,16 +668,16 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
   }
 }
 
-// Run fn(worker, lo, hi) over [0, n) on `threads` threads (the calling one is worker 0). The threads pull
-// contiguous chunks of about n / (8 T) items from a shared counter instead of owning one fixed
-// range each, so a thread that the OS deschedules (XLA's own threads, other processes) does not
-// hold the call up while the others idle. threads <= 0 means all hardware threads.
 // Threads actually used for n items: all hardware threads if threads <= 0, at most n/min_chunk.
 inline int64_t effective_threads(int64_t n, int64_t threads, int64_t min_chunk) {
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   return std::min<int64_t>(threads, std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1)));
 }
 
+// Run fn(worker, lo, hi) over [0, n) on effective_threads(n, threads, min_chunk) threads (the
+// calling one is worker 0). The threads pull contiguous chunks of about n / (8 T) items from a
+// shared counter instead of owning one fixed range each, so a thread that the OS deschedules
+// (XLA's own threads, other processes) does not hold the call up while the others idle.
 template <class Fn>
 void parallel_chunks(int64_t n, int64_t threads, int64_t min_chunk, Fn&& fn) {
   threads = effective_threads(n, threads, min_chunk);
