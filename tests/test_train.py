@@ -183,15 +183,21 @@ def test_step_has_no_vocab_sized_intermediate(model, loss):
 
 
 @pytest.mark.parametrize(
-    "model,loss,optimizer",
-    [(m, lo, "sgd") for m, lo in itertools.product(["sg", "cbow"], ["ns", "hs"])]
-    + [("sg", "ns", "adagrad")],
+    "model,loss,optimizer,update",
+    [(m, lo, "sgd", "sparse") for m, lo in itertools.product(["sg", "cbow"], ["ns", "hs"])]
+    + [
+        ("sg", "ns", "adagrad", "sparse"),
+        ("sg", "ns", "sgd", "fused"),
+        ("cbow", "hs", "sgd", "fused"),
+    ],
 )
-def test_compiled_step_writes_no_vocab_sized_buffer(model, loss, optimizer):
+def test_compiled_step_writes_no_vocab_sized_buffer(model, loss, optimizer, update):
     # What XLA compiles, not only what we trace: a copy of a [V] buffer is O(V) work per step
     # even though the jaxpr has none (the duplicate counter's zeroing scatter once caused three).
+    if update == "fused":
+        _fused_or_skip()
     v = 5003
-    cfg = _cfg(model=model, loss=loss, optimizer=optimizer)
+    cfg = _cfg(model=model, loss=loss, optimizer=optimizer, update=update)
     state, batch = _state_and_batch(cfg, vocab_size=v)
     stacked = jax.tree.map(lambda x: jnp.stack([x, x]), batch)
     stacked["active"] = jnp.array([True, False])  # as the host loop calls it
