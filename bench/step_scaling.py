@@ -29,7 +29,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -45,21 +44,12 @@ def zipf_ids(rng: np.random.Generator, counts: np.ndarray, shape) -> np.ndarray:
 
 def setup(model: str, loss: str, update: str, v: int, b: int, s: int, groups: int):
     """``(steps, state, batch_groups, key)`` for one variant at vocabulary size ``v``."""
-    from w2v_jax import huffman, sampling
     from w2v_jax.config import Config, override
-    from w2v_jax.train import Tables, init_params, init_state, make_train_steps
+    from w2v_jax.train import init_params, init_state, make_tables, make_train_steps
 
     cfg = override(Config(), model=model, loss=loss, update=update, batch_size=b, steps_per_call=s)
     counts = zipf_counts(v)
-    if loss == "ns":
-        tables = Tables(noise=jax.device_put(sampling.build_noise_table(counts, 0.75)))
-    else:
-        hf = huffman.build_huffman(counts)
-        tables = Tables(
-            points=jnp.asarray(hf.points),
-            codes=jnp.asarray(hf.codes),
-            lengths=jnp.asarray(hf.lengths),
-        )
+    tables = jax.device_put(make_tables(cfg, counts))
     state = init_state(cfg, init_params(cfg, v, jax.random.key(0)), tables)
     rng = np.random.default_rng(v)
     batch_groups = [

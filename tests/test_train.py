@@ -86,21 +86,11 @@ def test_each_variant_lowers_loss_and_learns_topics(topic_corpus, model, loss):
 
 
 def _state_and_batch(cfg, vocab_size=50, b=8, c=4, seed=0):
-    from w2v_jax import huffman, sampling
-    from w2v_jax.train import Tables, init_params, init_state
+    from w2v_jax.train import init_params, init_state, make_tables
 
     rng = np.random.default_rng(seed)
     counts = np.sort(rng.integers(1, 1000, size=vocab_size))[::-1].astype(np.int64)
-    tables = Tables()
-    if cfg.model.loss == "ns":
-        tables = Tables(noise=sampling.build_noise_table(counts, 0.75))
-    elif cfg.model.loss == "hs":
-        hf = huffman.build_huffman(counts)
-        tables = Tables(
-            points=jnp.asarray(hf.points),
-            codes=jnp.asarray(hf.codes),
-            lengths=jnp.asarray(hf.lengths),
-        )
+    tables = make_tables(cfg, counts)
     params = init_params(cfg, vocab_size, jax.random.key(seed))
     # Non-zero output rows so that every gradient term is exercised.
     params = {

@@ -85,6 +85,21 @@ class TrainState:
     scratch: jax.Array
 
 
+def make_tables(cfg: Config, counts: np.ndarray) -> Tables:
+    """The constant :class:`Tables` of ``cfg``'s loss for a vocabulary with ``counts`` [V]:
+    the count^ns_exponent alias table for SGNS, the Huffman paths for HS, nothing for softmax."""
+    if cfg.model.loss == "ns":
+        return Tables(noise=sampling.build_noise_table(counts, cfg.data.ns_exponent))
+    if cfg.model.loss == "hs":
+        hf = huffman_lib.build_huffman(counts)
+        return Tables(
+            points=jnp.asarray(hf.points),
+            codes=jnp.asarray(hf.codes),
+            lengths=jnp.asarray(hf.lengths),
+        )
+    return Tables()
+
+
 def output_table(cfg: Config) -> str:
     """Name of the second table: ``node_vecs`` for HS, else ``outside_vecs``."""
     return "node_vecs" if cfg.model.loss == "hs" else "outside_vecs"
@@ -745,16 +760,7 @@ def train(
         raise ValueError(f"--loss hs needs at least 2 words in the vocabulary, got V={vsize}")
     encoded = corpus_lib.encode_corpus(source, vocab)
 
-    tables = Tables()
-    if cfg.model.loss == "ns":
-        tables = Tables(noise=sampling.build_noise_table(vocab.counts, cfg.data.ns_exponent))
-    elif cfg.model.loss == "hs":
-        hf = huffman_lib.build_huffman(vocab.counts)
-        tables = Tables(
-            points=jnp.asarray(hf.points),
-            codes=jnp.asarray(hf.codes),
-            lengths=jnp.asarray(hf.lengths),
-        )
+    tables = make_tables(cfg, vocab.counts)
 
     base_key = jax.random.key(cfg.train.seed)
     init_key, step_key = jax.random.split(base_key)
