@@ -163,10 +163,10 @@ inline float sigmoid_from(float f, float e /* = exp(-|f|) */) {
 // touched it (parameter averaging, as in local SGD; the sum of the changes would overshoot
 // once a row has converged, as the root soon does). A row touched by a single thread simply
 // takes that thread's value. Every other row is shared Hogwild style. T = 1 uses the table
-// directly (exact sequential). SGNS keeps plain Hogwild on every row: its hot
-// rows are the most frequent words, whose output vectors carry meaning, and averaging them
-// (which halves their step while they still move linearly) cost quality on the default corpus
-// (cbow-ns WordSim-353 0.25 -> 0.21, median of 3 seeds) for a small speed gain.
+// directly (exact sequential). SGNS keeps plain Hogwild on every row: its hot rows are the most
+// frequent words, whose output vectors carry meaning, and averaging them (which halves their
+// step while they still move linearly) cost quality on the default corpus (cbow-ns
+// WordSim-353 0.25 -> 0.21, median of 3 seeds) for a small speed gain.
 
 #ifndef W2V_HOT_ROWS
 #define W2V_HOT_ROWS 64
@@ -186,11 +186,10 @@ struct OutRows {
   int64_t d;
   bool is_hot(int64_t i) const { return hot != nullptr && i >= r.lo && i < r.hi; }
   float* row(int32_t id) const { return is_hot(id) ? hot + (id - r.lo) * d : table + id * d; }
-  // The row this pair will update.
+  // The row this pair will update (a hot one is marked as touched by this thread).
   float* update_row(int32_t id) const {
-    if (!is_hot(id)) return table + static_cast<int64_t>(id) * d;
-    touched[id - r.lo] = 1;
-    return hot + (id - r.lo) * d;
+    if (is_hot(id)) touched[id - r.lo] = 1;
+    return row(id);
   }
 };
 
