@@ -9,6 +9,8 @@ write ``override(cfg, window=10, negative=15)``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any
 
 MODELS = ("sg", "cbow")
@@ -21,6 +23,11 @@ UPDATE_MODES = ("sparse", "dense", "fused")
 
 # Full softmax materialises [B, V] logits and a dense [V, D] gradient: refuse it past this V.
 MAX_SOFTMAX_VOCAB = 50_000
+
+# jax.random.key keeps only the low 32 bits of a seed unless jax_enable_x64 is on (so seeds 0 and
+# 2**32 would silently give the same run), raises OverflowError past 64 bits, and the batch stream
+# refuses negative seeds: the one range that means the same everywhere is [0, 2**32).
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,9 +127,29 @@ def _check(ok: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
+def _check_finite(x: float, flag: str) -> None:
+    # Checked before the range checks: nan fails every comparison with a message that does not
+    # say why, and inf passes every lower bound ("--alpha must be > 0").
+    _check(math.isfinite(x), f"{flag} must be a finite number, got {x}")
+
+
 def validate(cfg: Config) -> Config:
     """Fails fast, naming the field (and CLI flag) at fault. Returns ``cfg`` unchanged."""
     d, m, t = cfg.data, cfg.model, cfg.train
+    _check_finite(d.sample, "--sample")
+    _check_finite(d.ns_exponent, "--ns-exponent")
+    _check_finite(cfg.alpha, "--alpha")
+    _check_finite(t.min_alpha, "--min-alpha")
+    _check_finite(t.log_every_s, "log_every_s")
+    _check_finite(t.checkpoint_every_s, "--checkpoint-every")
+    _check(t.log_every_s >= 0, f"log_every_s must be >= 0, got {t.log_every_s}")
+    _check(
+        t.checkpoint_every_s >= 0, f"--checkpoint-every must be >= 0, got {t.checkpoint_every_s}"
+    )
+    _check(
+        isinstance(t.seed, numbers.Integral) and 0 <= t.seed <= MAX_SEED,
+        f"--seed must be an integer in [0, {MAX_SEED}] (2**32 - 1), got {t.seed}",
+    )
     _check(m.model in MODELS, f"--model must be one of {MODELS}, got {m.model!r}")
     _check(m.loss in LOSSES, f"--loss must be one of {LOSSES}, got {m.loss!r}")
     _check(m.dim >= 1, f"--dim must be >= 1, got {m.dim}")
