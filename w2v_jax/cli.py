@@ -8,8 +8,21 @@
     OUT/checkpoint.w2v          everything --resume needs (atomic, checksummed)
     OUT/config.json, OUT/metrics.jsonl
 
-Errors in the input (a missing corpus, window < 1, an unknown loss, ...) print one line naming
-the flag and exit with status 2.
+Only one run at a time may use a run folder (``OUT/.lock``, released by the OS when the run
+exits or dies); a second one stops at once and names the first one's pid, host and start time.
+
+Exit status and errors: every expected failure prints ONE line, ``w2v-jax: error: ...``, on
+stderr and no traceback (``--debug`` shows the traceback instead):
+
+    0    success
+    1    the run failed: a disk or permission problem (the line names the path and the problem,
+         e.g. "no space left on device while writing runs/x/vectors.bin"; outputs are written
+         atomically, so the previous file of that name is untouched), the loss became NaN/inf,
+         the folder is in use by another run
+    2    bad input: a flag, a missing corpus, a corrupt checkpoint or vectors file
+    130  interrupted (Ctrl-C)
+    141  stdout was closed early (``w2v-jax ... | head -1``): the rest of the output is dropped
+         quietly, with the status a shell reports for SIGPIPE, as ``cat`` or ``grep`` would
 """
 
 from __future__ import annotations
@@ -17,10 +30,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 from w2v_jax import config as config_lib
+from w2v_jax import fileio
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 130, 141
 
 NEIGHBOUR_PROBES = ("france", "king", "war", "music", "water", "computer", "city", "two")
 
@@ -97,6 +114,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         default=",".join(NEIGHBOUR_PROBES),
         help="comma-separated words whose nearest neighbours are printed at the end",
     )
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     return p
 
 
@@ -140,36 +158,75 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
     return config_lib.validate(cfg)
 
 
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder or not exist yet (checked before anything is trained)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; pass a folder for the run")
+
+
+def _vectors_path(a: argparse.Namespace, out: Path) -> Path:
+    return out / ("vectors.bin" if a.format == "binary" else "vectors.txt")
+
+
+def _write_vocab(vocab, path: Path) -> None:
+    """``word count`` per line, word2vec.c's -save-vocab format, written atomically."""
+    lines = "".join(f"{w} {c}\n" for w, c in zip(vocab.words, vocab.counts.tolist(), strict=True))
+    fileio.atomic_write(path, lambda f: f.write(lines.encode("utf-8")))
+
+
 def run_train(a: argparse.Namespace) -> int:
-    from w2v_jax.train import train
-    from w2v_jax.vocab import save_vocab
+    from w2v_jax.trainer import train
 
     cfg = config_from_args(a)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    result = train(
-        a.corpus, cfg, out=out, resume=a.resume, progress=not a.quiet, callbacks=[rows.append]
-    )
-    vectors = result.vectors(a.vectors)
-    suffix = "bin" if a.format == "binary" else "txt"
-    vectors.save_word2vec_format(out / f"vectors.{suffix}", binary=a.format == "binary")
-    save_vocab(result.vocab, out / "vocab.txt")
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    with open(out / "metrics.jsonl", "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    _check_out(out)
+    # The lock spans the whole run, so two runs cannot interleave checkpoints, vectors and
+    # metrics.jsonl rows. Temp files are only removed under it: then no live writer owns them.
+    with fileio.lock_run_folder(out):
+        stale = fileio.remove_stale_temps(out)
+        if stale and not a.quiet:
+            print(
+                f"removed {len(stale)} temp file(s) an interrupted run left in {out}",
+                file=sys.stderr,
+            )
+        fileio.check_writable(out)
+        rows = []
+        result = train(
+            a.corpus, cfg, out=out, resume=a.resume, progress=not a.quiet, callbacks=[rows.append]
+        )
+        vectors = result.vectors(a.vectors)
+        _write_outputs(a, cfg, result, vectors, out, rows)
+        _report(a, cfg, result, vectors, out)
+    return 0
+
+
+def _write_outputs(a: argparse.Namespace, cfg, result, vectors, out: Path, rows: list) -> None:
+    """Vectors, vocab.txt and config.json atomically (a failure keeps the old file); the metric
+    rows appended to metrics.jsonl in one write."""
+    vectors.save_word2vec_format(_vectors_path(a, out), binary=a.format == "binary")
+    _write_vocab(result.vocab, out / "vocab.txt")
+    config_text = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+    fileio.atomic_write(out / "config.json", lambda f: f.write(config_text.encode()))
+    metrics_path = out / "metrics.jsonl"
+    try:
+        with open(metrics_path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+    except OSError as e:
+        raise fileio.WriteError(e.errno, e.strerror, os.fspath(metrics_path)) from e
+
+
+def _report(a: argparse.Namespace, cfg, result, vectors, out: Path) -> None:
+    """The summary on stdout: losses, speed, where the vectors went, a few neighbours."""
     print(
         f"trained V={len(result.vocab.words)} D={cfg.model.dim} in {result.train_seconds:.1f}s "
         f"({result.words_per_sec / 1e3:,.0f}k words/s); epoch losses "
         + ", ".join(f"{x:.4f}" for x in result.epoch_loss)
     )
-    print(f"wrote {out / f'vectors.{suffix}'}")
+    print(f"wrote {_vectors_path(a, out)}")
     probes = [w for w in a.neighbours.split(",") if w and w in vectors]
     for w in probes[:6]:
         near = ", ".join(f"{n} {s:.2f}" for n, s in vectors.most_similar(w, topn=6))
         print(f"  {w:>10}: {near}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,21 +238,53 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         from w2v_jax.evaluate import eval_main
 
-        return _guard(lambda: eval_main(argv[1:]))
+        return _guard(lambda: eval_main(argv[1:]), debug="--debug" in argv)
     args = parser.parse_args(argv)
-    return _guard(lambda: run_train(args))
+    return _guard(lambda: run_train(args), debug=args.debug)
 
 
-def _guard(fn) -> int:
-    """Runs ``fn``; bad input becomes one line on stderr and exit status 2."""
-    from w2v_jax.checkpoint import CheckpointError
+def _failure(e: BaseException) -> tuple[int, str] | None:
+    """Exit status and one-line message for an expected failure; None for a bug (traceback)."""
+    if isinstance(e, FileNotFoundError) and not isinstance(e, fileio.WriteError):
+        msg = fileio.describe_os_error(e) if e.filename is not None else str(e)
+        return EXIT_BAD_INPUT, msg  # a missing corpus, vectors or data set file
+    if isinstance(e, OSError):
+        return EXIT_FAILED, fileio.describe_os_error(e)  # ENOSPC, EROFS, EACCES, EDQUOT, ...
+    if isinstance(e, (ValueError, KeyError)):  # includes CheckpointError
+        return EXIT_BAD_INPUT, e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    if isinstance(e, (FloatingPointError, fileio.RunFolderLocked)):  # the NaN guard, a busy --out
+        return EXIT_FAILED, str(e)
+    if isinstance(e, MemoryError):
+        return EXIT_FAILED, f"out of memory {e}".rstrip()
+    return None
 
+
+def _guard(fn, debug: bool = False) -> int:
+    """Runs ``fn``; an expected failure becomes one line on stderr and a non-zero status (see
+    the module docstring); ``debug`` re-raises it for the traceback instead."""
     try:
-        return fn()
-    except (ValueError, FileNotFoundError, KeyError, CheckpointError) as e:
-        msg = str(e) if isinstance(e, FileNotFoundError) else (e.args[0] if e.args else str(e))
+        rc = fn()
+        sys.stdout.flush()  # output that fit in the buffer meets a closed pipe only here
+        return rc
+    except BrokenPipeError:
+        # The reader is gone (`| head`). Point stdout at /dev/null so that the interpreter's
+        # own flush at exit does not raise again (the recipe in Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("w2v-jax: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        failure = _failure(e)
+        if debug or failure is None:
+            raise
+        code, msg = failure
         print(f"w2v-jax: error: {msg}", file=sys.stderr)
-        return 2
+        return code
 
 
 if __name__ == "__main__":

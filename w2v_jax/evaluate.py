@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2v_jax.fileio import atomic_write, describe_os_error
 from w2v_jax.vectors import Vectors, load_vectors
 
 METHODS = ("3cosadd", "3cosmul")
@@ -672,6 +673,7 @@ def _eval_parser() -> argparse.ArgumentParser:
         help="analogy questions per device call (default: sized to the cache)",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write all results as JSON")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     return p
 
 
@@ -706,12 +708,17 @@ def eval_main(argv: list[str] | None = None) -> int:
             print(format_pairs_report(r2))
             report["pairs"].append(r2.as_dict())
         if a.json:
-            with open(a.json, "w") as f:
-                json.dump(report, f, indent=2)
-                f.write("\n")
-    except (ValueError, KeyError, OSError, ImportError) as e:
-        if isinstance(e, OSError) and e.filename is not None:
-            msg = f"{e.strerror or e}: {e.filename}"
+            text = json.dumps(report, indent=2) + "\n"
+            atomic_write(a.json, lambda f: f.write(text.encode()))
+    except BrokenPipeError:
+        raise  # a closed stdout (`| head`): the caller ends quietly
+    except (ValueError, KeyError, OSError, ImportError, MemoryError) as e:
+        if a.debug:
+            raise
+        if isinstance(e, OSError):
+            msg = describe_os_error(e)
+        elif isinstance(e, MemoryError):
+            msg = f"out of memory {e}".rstrip()
         else:
             msg = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
         print(f"w2v-jax eval: error: {msg}", file=sys.stderr)
