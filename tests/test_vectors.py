@@ -186,8 +186,101 @@ def test_truncated_or_bad_files_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="first line must be 'V D'"):
         load_word2vec_format(path)
     path.write_bytes(b"2 3\na 1 2 3\nb 1 2\n")
-    with pytest.raises(ValueError, match="line 3 has 2 values"):
+    with pytest.raises(
+        ValueError, match=r"v.bin:3: 2 values after the word 'b', the header says D=3"
+    ):
         load_word2vec_format(path, binary=False)
+
+
+# ------------------------------------------------------------------- defensive reading
+def test_text_with_a_wrong_header_is_read_as_text_and_refused(tmp_path):
+    """The header says D=5 but the rows have 4 numbers: reading it as binary used to "succeed"
+    with garbage words; the content says text, so the row length is the error."""
+    path = tmp_path / "v.bin"  # the extension does not decide either
+    path.write_bytes(b"2 5\na 1.5 2.5 3.5 4.5\nb 5.5 6.5 7.5 8.5\n")
+    with pytest.raises(
+        ValueError, match=r"v.bin:2: 4 values after the word 'a', the header says D=5"
+    ):
+        load_word2vec_format(path)
+    with pytest.raises(
+        ValueError, match="asked to read word2vec binary, but its first row is text"
+    ):
+        load_word2vec_format(path, binary=True)
+
+
+def test_binary_read_as_text_is_refused(tmp_path):
+    path = tmp_path / "v.txt"
+    _random_vectors(v=3, d=4, seed=1, words=WORDS[:3]).save_word2vec_format(path, binary=True)
+    with pytest.raises(
+        ValueError, match="asked to read word2vec text, but its first row is binary"
+    ):
+        load_word2vec_format(path, binary=False)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_huge_declared_count_fails_before_allocating(tmp_path, binary):
+    """10^9 x 100 float32 would be 400 GB: the size check refuses it from the file's length."""
+    path = tmp_path / "v"
+    _random_vectors(v=3, d=100, seed=2, words=WORDS[:3]).save_word2vec_format(path, binary=binary)
+    data = path.read_bytes()
+    path.write_bytes(b"1000000000 100" + data[data.index(b"\n") :])
+    with pytest.raises(ValueError, match=r"declares 1,000,000,000 words of 100 dims.*at least"):
+        load_word2vec_format(path)
+
+
+def test_more_rows_than_declared_are_refused(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_bytes(b"1 2\na 1 2\nb 3 4\n")
+    with pytest.raises(ValueError, match="1 more rows follow the 1 the header declares"):
+        load_word2vec_format(path)
+    vec = _random_vectors(v=3, d=4, seed=3, words=WORDS[:3])
+    vec.save_word2vec_format(path, binary=True)
+    data = path.read_bytes()
+    path.write_bytes(b"2 4" + data[data.index(b"\n") :])
+    with pytest.raises(ValueError, match="bytes follow the 2 vectors the header declares"):
+        load_word2vec_format(path)
+
+
+def test_binary_with_a_wrong_dimension_is_refused(tmp_path):
+    path = tmp_path / "v.bin"
+    _random_vectors(v=5, d=4, seed=4, words=WORDS[:5]).save_word2vec_format(path, binary=True)
+    data = path.read_bytes()
+    path.write_bytes(b"5 3" + data[data.index(b"\n") :])
+    with pytest.raises(ValueError, match="v.bin"):
+        load_word2vec_format(path)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_non_finite_values_name_the_word(tmp_path, binary):
+    matrix = np.ones((3, 2), dtype=np.float32)
+    matrix[1, 1] = np.nan
+    matrix[2, 0] = np.inf
+    path = tmp_path / "v"
+    Vectors(("a", "b", "c"), matrix).save_word2vec_format(path, binary=binary)
+    where = "record 2" if binary else "line 3"
+    with pytest.raises(ValueError, match=rf"the vector of 'b' \({where}\) has non-finite values"):
+        load_word2vec_format(path)
+    Vectors(("a", "b", "c"), matrix).save(tmp_path / "v.npz")
+    with pytest.raises(ValueError, match=r"the vector of 'b' \(row 2\)"):
+        load_vectors(tmp_path / "v.npz")
+
+
+def test_undecodable_words_name_file_and_line(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_bytes(b"2 2\na 1 2\nb\xff\xfe 3 4\n")
+    with pytest.raises(ValueError, match=r"v.txt:3: cannot decode as utf-8"):
+        load_word2vec_format(path)
+    assert load_word2vec_format(path, unicode_errors="replace").words == ("a", "b\ufffd\ufffd")
+    path.write_bytes(b"1 2\n\xff " + struct.pack("<2f", 1.0, 2.0) + b"\n")
+    with pytest.raises(ValueError, match=r"record 1 .*cannot be decoded as utf-8"):
+        load_word2vec_format(path)
+
+
+def test_corrupt_npz_is_a_value_error(tmp_path):
+    path = tmp_path / "v.npz"
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 40)
+    with pytest.raises(ValueError, match="is not a w2v_jax vectors .npz"):
+        load_vectors(path)
 
 
 def test_words_with_spaces_cannot_be_written(tmp_path):

@@ -26,7 +26,8 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -217,17 +218,23 @@ class Vectors:
     def load(cls, path: str | os.PathLike) -> Vectors:
         """Reads a file written by :meth:`save`."""
         try:
-            with np.load(os.fspath(path), allow_pickle=False) as z:
+            # Our own handle: np.load leaks its file when the zip is corrupt.
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 words, matrix = z["words"], z["matrix"]
-        except (KeyError, ValueError, OSError) as e:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             if isinstance(e, FileNotFoundError):
                 raise
             raise ValueError(f"{os.fspath(path)!r} is not a w2v_jax vectors .npz: {e}") from e
         if words.ndim != 1 or matrix.ndim != 2:
             raise ValueError(f"{os.fspath(path)!r}: words must be [V] and matrix [V, D]")
+        if matrix.dtype.kind not in "fiu":
+            raise ValueError(f"{os.fspath(path)!r}: matrix must be numbers, got {matrix.dtype}")
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        words = tuple(str(w) for w in words.tolist())
+        if len(words) == matrix.shape[0]:
+            _check_finite(os.fspath(path), words, matrix, lambda i: f"row {i + 1}")
         matrix.setflags(write=False)
-        return cls(tuple(str(w) for w in words.tolist()), matrix)
+        return cls(words, matrix)
 
 
 # ------------------------------------------------------------------------ helpers
@@ -272,18 +279,133 @@ def save_word2vec_format(vectors: Vectors, path: str | os.PathLike, *, binary: b
     atomic_write(path, write)
 
 
-def _looks_like_text(data: bytes, start: int, dim: int, encoding: str) -> bool:
-    """True if the first record after the header parses as ``word v1 ... vD`` text."""
+def _first_row_is_text(data: bytes, start: int) -> bool:
+    """True if the first record after the header reads as a text row: a word, then numbers.
+
+    The content decides, not the header: a text file whose header has the wrong D must be read
+    as text (and fail on the row's length), not as binary garbage. A binary record is a word and
+    4D raw bytes, which do not split into D words that all parse as numbers.
+    """
     end = data.find(b"\n", start)
-    line = data[start : end if end >= 0 else len(data)]
+    parts = data[start : end if end >= 0 else len(data)].decode("utf-8", "replace").split()
+    if len(parts) < 2:
+        return False
     try:
-        parts = line.decode(encoding).split()
-        if len(parts) != dim + 1:
-            return False
         [float(p) for p in parts[1:]]
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:
         return False
     return True
+
+
+def _check_size(path: str, n_words: int, dim: int, body_bytes: int, binary: bool) -> None:
+    """Refuses a header that declares more rows than the file can hold, before allocating.
+
+    The smallest binary record is a 1-byte word, a space and 4D bytes (gensim writes no newline);
+    the smallest text row is a 1-byte word and D times a separator and a 1-digit number.
+    """
+    need = n_words * (4 * dim + 2 if binary else 2 * dim + 1)
+    if body_bytes < need:
+        kind = "binary" if binary else "text"
+        raise ValueError(
+            f"{path}: the header declares {n_words:,} words of {dim} dims, which as word2vec "
+            f"{kind} take at least {need:,} bytes, but the file has {body_bytes:,} after the "
+            "header (wrong header, or a truncated file)"
+        )
+
+
+def _check_finite(
+    path: str, words: Sequence[str], matrix: np.ndarray, where: Callable[[int], str]
+) -> None:
+    """Refuses NaN/inf components, naming the first word that has one (``where(row)`` says
+    where that row is: a line number for text files)."""
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{path}: the vector of {words[i]!r} ({where(i)}) has non-finite values "
+            f"({int(bad.sum())} such rows in all): a corrupt file or a diverged run"
+        )
+
+
+def _read_binary(
+    path: str, data: bytes, pos: int, n_words: int, dim: int, encoding: str, errors: str
+) -> tuple[list[str], np.ndarray]:
+    """``n_words`` records ``word b" " <dim float32 LE> [b"\n"]`` from ``data[pos:]``."""
+    words: list[str] = []
+    matrix = np.empty((n_words, dim), dtype=np.float32)
+    nbytes = 4 * dim
+    for i in range(n_words):
+        while pos < len(data) and data[pos] == 0x0A:  # word2vec.c's "\n" after each vector
+            pos += 1
+        sp = data.find(b" ", pos)
+        if sp < 0 or sp + 1 + nbytes > len(data):
+            raise ValueError(
+                f"{path}: binary file ends after {i} of {n_words} vectors (truncated, or the "
+                f"header's counts are wrong)"
+            )
+        raw = data[pos:sp]
+        if not raw or b"\n" in raw:
+            # A record boundary in the wrong place: the header's D does not match the rows.
+            raise ValueError(
+                f"{path}: record {i + 1} (byte {pos}) has no word before its vector: the "
+                f"header's D={dim} does not match the file, or the file is corrupt"
+            )
+        try:
+            words.append(raw.decode(encoding, errors=errors))
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}: record {i + 1} (byte {pos}): word cannot be decoded as {encoding} "
+                f"({e.reason}); a word2vec.c word cut mid-character loads with "
+                "unicode_errors='replace'"
+            ) from None
+        matrix[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=sp + 1)
+        pos = sp + 1 + nbytes
+    if data[pos:].strip(b"\n"):
+        raise ValueError(
+            f"{path}: {len(data) - pos:,} bytes follow the {n_words:,} vectors the header "
+            "declares (wrong header, or not a word2vec file)"
+        )
+    _check_finite(path, words, matrix, lambda i: f"record {i + 1}")
+    return words, matrix
+
+
+def _read_text(
+    path: str, data: bytes, pos: int, n_words: int, dim: int, encoding: str, errors: str
+) -> tuple[list[str], np.ndarray]:
+    """``n_words`` lines ``word v1 ... vD`` from ``data[pos:]``; line numbers count the header."""
+    words: list[str] = []
+    matrix = np.empty((n_words, dim), dtype=np.float32)
+    lines = data[pos:].split(b"\n")
+    for i in range(n_words):
+        line_no = i + 2
+        if i >= len(lines) or not lines[i].strip():
+            raise ValueError(f"{path}: text file ends after {i} of {n_words} vectors")
+        try:
+            text = lines[i].decode(encoding, errors=errors)
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}:{line_no}: cannot decode as {encoding} ({e.reason} at byte {e.start})"
+            ) from None
+        parts = text.rstrip().split(" ")
+        vals = [p for p in parts[1:] if p]
+        if len(vals) != dim:
+            raise ValueError(
+                f"{path}:{line_no}: {len(vals)} values after the word {parts[0]!r}, the header "
+                f"says D={dim}"
+            )
+        words.append(parts[0])
+        try:
+            matrix[i] = np.array(vals, dtype=np.float32)
+        except ValueError as e:
+            raise ValueError(f"{path}:{line_no}: {e}") from None
+    extra = sum(1 for line in lines[n_words:] if line.strip())
+    if extra:
+        raise ValueError(
+            f"{path}: {extra:,} more rows follow the {n_words:,} the header declares (wrong "
+            "header?)"
+        )
+    _check_finite(path, words, matrix, lambda i: f"line {i + 2}")
+    return words, matrix
 
 
 def load_word2vec_format(
@@ -293,11 +415,18 @@ def load_word2vec_format(
     encoding: str = "utf-8",
     unicode_errors: str = "strict",
 ) -> Vectors:
-    """Reads a word2vec.c (or gensim) binary or text file.
+    """Reads a word2vec.c (or gensim) binary or text file, refusing anything inconsistent.
+
+    Checks, each a ``ValueError`` naming the file (and the line or record): the header is
+    ``V D``; the file is large enough for V rows of D values before anything is allocated (so a
+    header that declares 10^9 words fails at once); the content's format matches ``binary`` when
+    given; every text row has exactly D numbers; no extra rows follow; words decode; no
+    component is NaN or inf.
 
     Args:
       path: the file.
-      binary: True / False for the format; None detects it from the first record.
+      binary: True / False for the format; None detects it from the first record. Either way
+        the first record decides, and a contradicting flag is an error.
       encoding: of the words (word2vec.c writes bytes as they were in the corpus).
       unicode_errors: ``"strict"``, or ``"replace"``/``"ignore"`` for files whose words were
         truncated mid-character (word2vec.c cuts words at MAX_STRING bytes).
@@ -313,45 +442,23 @@ def load_word2vec_format(
         V, D = (int(x) for x in data[: nl if nl >= 0 else len(data)].split())
     except ValueError:
         raise ValueError(
-            f"{path!r}: not a word2vec file (the first line must be 'V D', got {data[:60]!r})"
+            f"{path}: not a word2vec file (the first line must be 'V D', got {data[:60]!r})"
         ) from None
     if V < 0 or D < 1:
-        raise ValueError(f"{path!r}: bad header V={V} D={D}")
-    pos = nl + 1
-    if binary is None:
-        binary = V > 0 and not _looks_like_text(data, pos, D, encoding)
-    words: list[str] = []
-    matrix = np.empty((V, D), dtype=np.float32)
-    if binary:
-        nbytes = 4 * D
-        for i in range(V):
-            while pos < len(data) and data[pos] == 0x0A:  # word2vec.c's "\n" after each vector
-                pos += 1
-            sp = data.find(b" ", pos)
-            if sp < 0 or sp + 1 + nbytes > len(data):
-                raise ValueError(
-                    f"{path!r}: binary file ends after {i} of {V} vectors (truncated, or the "
-                    f"header's counts are wrong)"
-                )
-            words.append(data[pos:sp].decode(encoding, errors=unicode_errors))
-            matrix[i] = np.frombuffer(data, dtype="<f4", count=D, offset=sp + 1)
-            pos = sp + 1 + nbytes
-    else:
-        lines = data[pos:].split(b"\n")
-        for i in range(V):
-            if i >= len(lines) or not lines[i].strip():
-                raise ValueError(f"{path!r}: text file ends after {i} of {V} vectors")
-            parts = lines[i].decode(encoding, errors=unicode_errors).rstrip().split(" ")
-            vals = [p for p in parts[1:] if p]
-            if len(vals) != D:
-                raise ValueError(
-                    f"{path!r}: line {i + 2} has {len(vals)} values, the header says D={D}"
-                )
-            words.append(parts[0])
-            try:
-                matrix[i] = np.array(vals, dtype=np.float32)
-            except ValueError as e:
-                raise ValueError(f"{path!r}: line {i + 2}: {e}") from None
+        raise ValueError(f"{path}: bad header V={V} D={D}")
+    pos = nl + 1 if nl >= 0 else len(data)
+    if V > 0:
+        is_text = _first_row_is_text(data, pos)
+        if binary is not None and binary == is_text:
+            found, flag = ("text", "binary") if is_text else ("binary", "text")
+            raise ValueError(
+                f"{path}: asked to read word2vec {flag}, but its first row is {found} (leave "
+                "the format to detection: binary=None, no --binary/--text flag)"
+            )
+        binary = not is_text
+    _check_size(path, V, D, len(data) - pos, bool(binary))
+    read = _read_binary if binary else _read_text
+    words, matrix = read(path, data, pos, V, D, encoding, unicode_errors)
     if len(set(words)) != len(words):
         seen: dict[str, int] = {}
         keep = []
