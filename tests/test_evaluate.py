@@ -468,3 +468,32 @@ def test_cli_errors(tmp_path, capsys):
     _tiny().save_word2vec_format(vec_path, binary=False)
     assert ev.eval_main(["--vectors", str(vec_path), "--text", "--pairs", "nope.tsv"]) == 2
     assert "not a bundled data set name" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- defensive reading
+def test_undecodable_data_files_name_file_and_line(tmp_path):
+    pairs = tmp_path / "p.tsv"
+    pairs.write_bytes(b"man\tking\t3.5\nwoman\tqu\xffeen\t2.0\n")
+    with pytest.raises(ValueError, match=r"p.tsv:2: cannot decode as utf-8"):
+        ev.evaluate_word_pairs(_tiny(), pairs)
+    questions = tmp_path / "q.txt"
+    questions.write_bytes(b": family\nman king woman queen\n\xe9 king woman queen\n")
+    with pytest.raises(ValueError, match=r"q.txt:3: cannot decode as utf-8"):
+        ev.evaluate_analogies(_tiny(), questions)
+
+
+def test_non_finite_pair_score_is_an_error(tmp_path):
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("man\tking\t3.5\nwoman\tqueen\tnan\n")
+    with pytest.raises(ValueError, match=r"p.tsv:2: the score nan is not a finite number"):
+        ev.evaluate_word_pairs(_tiny(), pairs)
+
+
+def test_cli_bad_vectors_file_is_one_line_or_a_traceback_with_debug(tmp_path, capsys):
+    path = tmp_path / "v.txt"  # header D=5, rows of 4: used to load as binary garbage
+    path.write_bytes(b"2 5\na 1.5 2.5 3.5 4.5\nb 5.5 6.5 7.5 8.5\n")
+    assert ev.eval_main(["--vectors", str(path), "--pairs", "x.tsv"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}:2: 4 values after the word 'a'" in err
+    with pytest.raises(ValueError, match="4 values after"):
+        ev.eval_main(["--vectors", str(path), "--pairs", "x.tsv", "--debug"])

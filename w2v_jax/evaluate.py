@@ -40,7 +40,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -93,6 +93,19 @@ def resolve_dataset(path_or_name: str | os.PathLike) -> str:
     raise FileNotFoundError(
         f"no file {p!r}, and it is not a bundled data set name (known: {', '.join(BUNDLED)})"
     )
+
+
+def _read_lines(path: str, encoding: str) -> Iterator[tuple[int, str]]:
+    """``(line number from 1, text)`` per line; an undecodable line is a ValueError that names
+    ``path:line`` (a text-mode ``open`` only says "'utf-8' codec can't decode byte ...")."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                yield line_no, raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{line_no}: cannot decode as {encoding} ({e.reason} at byte {e.start})"
+                ) from None
 
 
 # ---------------------------------------------------------------------- restriction
@@ -183,19 +196,18 @@ def parse_analogies(
     path = resolve_dataset(path_or_name)
     names: list[str] = []
     questions: list[tuple[int, str, str, str, str]] = []
-    with open(path, encoding=encoding) as f:
-        for line_no, line in enumerate(f):
-            if line.startswith(": "):
-                names.append(line.lstrip(": ").strip())
+    for line_no, line in _read_lines(path, encoding):
+        if line.startswith(": "):
+            names.append(line.lstrip(": ").strip())
+            continue
+        parts = line.split()
+        if not names:
+            if not parts:
                 continue
-            parts = line.split()
-            if not names:
-                if not parts:
-                    continue
-                raise ValueError(f"{path}: line {line_no + 1} comes before any ': section' header")
-            if len(parts) != 4:
-                continue
-            questions.append((len(names) - 1, *parts))
+            raise ValueError(f"{path}:{line_no}: a question comes before any ': section' header")
+        if len(parts) != 4:
+            continue
+        questions.append((len(names) - 1, *parts))
     return names, questions
 
 
@@ -455,7 +467,8 @@ def evaluate_word_pairs(
     Parsing as gensim's ``evaluate_word_pairs``: lines starting with ``#`` are comments; each
     other line is split on ``delimiter`` (tab; None splits on any whitespace) and must give
     exactly two words and a number, else it is skipped; pairs with a word outside the first
-    ``restrict_vocab`` rows are skipped and counted as OOV.
+    ``restrict_vocab`` rows are skipped and counted as OOV. Unlike gensim, a NaN or inf score
+    and an undecodable line are errors naming ``path:line``.
 
     Args:
       vectors: most frequent word first.
@@ -472,26 +485,28 @@ def evaluate_word_pairs(
     ok, _ = _restricted_vocab(vectors, restrict_vocab, case_insensitive)
     gold, rows_a, rows_b = [], [], []
     oov = 0
-    with open(path, encoding=encoding) as f:
-        for line in f:
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split(delimiter)
-            if case_insensitive:
-                parts = [p.upper() for p in parts]
-            if len(parts) != 3:
-                continue
-            a, b, sim = parts
-            try:
-                sim = float(sim)
-            except ValueError:
-                continue
-            if a not in ok or b not in ok:
-                oov += 1
-                continue
-            gold.append(sim)
-            rows_a.append(ok[a])
-            rows_b.append(ok[b])
+    for line_no, line in _read_lines(path, encoding):
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(delimiter)
+        if case_insensitive:
+            parts = [p.upper() for p in parts]
+        if len(parts) != 3:
+            continue
+        a, b, sim = parts
+        try:
+            sim = float(sim)
+        except ValueError:
+            continue
+        if not math.isfinite(sim):
+            # gensim would keep it and report NaN correlations without saying why.
+            raise ValueError(f"{path}:{line_no}: the score {sim} is not a finite number")
+        if a not in ok or b not in ok:
+            oov += 1
+            continue
+        gold.append(sim)
+        rows_a.append(ok[a])
+        rows_b.append(ok[b])
     m = vectors.matrix.astype(np.float64)
     ua, ub = m[rows_a], m[rows_b]
     na, nb = np.linalg.norm(ua, axis=1), np.linalg.norm(ub, axis=1)
