@@ -175,8 +175,6 @@ def _write_vocab(vocab, path: Path) -> None:
 
 
 def run_train(a: argparse.Namespace) -> int:
-    from w2v_jax.trainer import train
-
     cfg = config_from_args(a)
     out = Path(a.out)
     _check_out(out)
@@ -190,6 +188,9 @@ def run_train(a: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         fileio.check_writable(out)
+        # Imported only now: bad flags, a busy folder or a full disk fail without loading JAX.
+        from w2v_jax.trainer import train
+
         rows = []
         result = train(
             a.corpus, cfg, out=out, resume=a.resume, progress=not a.quiet, callbacks=[rows.append]

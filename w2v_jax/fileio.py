@@ -62,9 +62,11 @@ def describe_os_error(e: OSError) -> str:
     """
     if isinstance(e, WriteError):
         return str(e)
-    if e.filename is not None and e.errno is not None:
-        return f"{os.fsdecode(e.filename)}: {_reason(e)}"
-    return str(e)
+    if e.errno is None:
+        return str(e)
+    if e.filename is None:
+        return _reason(e)
+    return f"{os.fsdecode(e.filename)}: {_reason(e)}"
 
 
 # ------------------------------------------------------------------------------- umask
