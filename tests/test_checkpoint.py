@@ -1,5 +1,6 @@
 """Tests `../w2v_jax/checkpoint.py`: atomic writes, round trips, clear errors on bad files."""
 
+import errno
 import os
 
 import numpy as np
@@ -53,3 +54,19 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path):
         save_checkpoint(path, {"bad": object()})  # cannot be serialised
     assert path.read_bytes() == good
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_full_disk_names_the_checkpoint_and_keeps_the_old_one(tmp_path, monkeypatch):
+    from w2v_jax.fileio import WriteError
+
+    path = save_checkpoint(tmp_path / "c.w2v", _payload())
+    good = path.read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(WriteError, match=f"no space left on device while writing {path}"):
+        save_checkpoint(path, _payload())
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["c.w2v"]
