@@ -4,6 +4,7 @@ import bz2
 import dataclasses
 import gzip
 import io
+import lzma
 import os
 import sys
 import urllib.error
@@ -78,7 +79,6 @@ def test_gz_and_bz2_are_transparent(tmp_path):
         ("blank.txt", b" \n\n\t\n", "empty corpus"),
         ("nul.bin", b"abc\x00\x01\x02def\n", "binary file"),
         ("latin1.txt", "caf\u00e9 cr\u00e8me\n".encode("latin-1"), "not UTF-8"),
-        ("bad.gz", b"this is not gzip data", "cannot read"),
     ],
 )
 def test_bad_files_give_one_line_errors_naming_the_flag(tmp_path, name, content, match):
@@ -199,10 +199,8 @@ def test_encode_cache_round_trips_and_is_memory_mapped(tmp_path, monkeypatch):
     vocab = build_vocab(src.sentences(), dataclasses.replace(DataConfig(), min_count=1))
     first = encode_corpus(src, vocab)
     calls = []
-    real = corpus_mod._encode_stream
-    monkeypatch.setattr(
-        corpus_mod, "_encode_stream", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
+    real = corpus_mod._scan
+    monkeypatch.setattr(corpus_mod, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
     second = encode_corpus(src, vocab)
     assert calls == []  # served from the cache
     assert isinstance(second.ids, np.memmap)
@@ -220,10 +218,8 @@ def test_encode_cache_is_invalidated_by_settings_vocab_and_file(tmp_path, monkey
     vocab = build_vocab(src.sentences(), data)
     base = encode_corpus(src, vocab)
     calls = []
-    real = corpus_mod._encode_stream
-    monkeypatch.setattr(
-        corpus_mod, "_encode_stream", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
+    real = corpus_mod._scan
+    monkeypatch.setattr(corpus_mod, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
     # tokenizer settings
     low = resolve_corpus(src.path, lowercase=True)
     enc = encode_corpus(low, vocab)
@@ -263,3 +259,193 @@ def test_lee_end_to_end():
     assert vocab.words[:3] == ("the", "to", "of")
     assert enc.raw_words == vocab.total_words
     assert enc.num_tokens == int(vocab.counts.sum())  # every kept token is in the vocabulary
+
+
+# ----------------------------------------------------------------------------- one-pass prepare
+#
+# prepare_corpus / encode_corpus read bytes with numpy; the reference is the straightforward
+# path: build_vocab over iter_sentences, then encode_sentences. Both must agree exactly.
+
+_TRICKY = [
+    "Der große Hund",  # non-ASCII words
+    "ΟΔΟΣ ΟΔΟΣ. σοφόΣ Σ",  # final sigma when lowercased
+    "a\u00a0b c\u3000d e\u2028f g\x85h",  # Unicode whitespace str.split() splits at
+    "ctl\x1csep\x1dx\x1ey\x1fz",  # ASCII separators str.split() splits at, bytes.split() not
+    "tab\tv\x0bf\x0cend",
+    "crlf line\r\nlone cr\rthen more",
+    "\ufeffbom first",
+    "exactly8 exactly16exactly1 exactly17exactly17 " + "long" * 9 + " " + "lo" * 40,
+    "Ünïcödé-words-that-are-long ünïcödé-words-that-are-long",
+    "",
+    "   leading and trailing   ",
+]
+
+
+def _random_text(rng, n_lines, n_words, tricky=True):
+    vocab = [f"w{i}" for i in range(n_words)] + ["The", "the", "THE", "Straße", "STRASSE"]
+    p = 1.0 / np.arange(1, len(vocab) + 1)
+    lines = []
+    for _ in range(n_lines):
+        k = int(rng.integers(0, 30))
+        lines.append(" ".join(rng.choice(vocab, size=k, p=p / p.sum())))
+        if tricky and rng.random() < 0.2:
+            lines.append(_TRICKY[int(rng.integers(len(_TRICKY)))])
+    return "\n".join(lines)
+
+
+def _write_corpus(folder, text, compression, n_files=1):
+    """The text in ``n_files`` files (split at line ends; the last without a final newline)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = text.split("\n")
+    per = -(-len(lines) // n_files)
+    open_ = {None: open, "gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compression]
+    for i in range(n_files):
+        name = folder / (f"part{i}.txt" + (f".{compression}" if compression else ""))
+        with open_(name, "wb") as f:
+            f.write("\n".join(lines[i * per : (i + 1) * per]).encode("utf-8"))
+    return folder if n_files > 1 else name
+
+
+def _assert_same(ref_vocab, ref_enc, vocab, enc):
+    assert vocab.words == ref_vocab.words
+    np.testing.assert_array_equal(vocab.counts, ref_vocab.counts)
+    assert vocab.total_words == ref_vocab.total_words
+    np.testing.assert_array_equal(np.asarray(enc.ids), ref_enc.ids)
+    np.testing.assert_array_equal(enc.sentence_starts, ref_enc.sentence_starts)
+    assert enc.raw_words == ref_enc.raw_words
+    np.testing.assert_array_equal(enc.raw_starts, ref_enc.raw_starts)
+
+
+@pytest.mark.parametrize(
+    "seed, compression, n_files, block, settings, data",
+    [
+        (0, None, 1, None, {}, {"min_count": 1}),
+        (1, None, 1, 7, {}, {"min_count": 2}),
+        (2, None, 3, 64, {"lowercase": True}, {"min_count": 1}),
+        (3, "gz", 1, None, {"max_sentence_len": 3}, {"min_count": 1}),
+        (4, "bz2", 2, 37, {"max_sentence_len": 5, "lowercase": True}, {"min_count": 2}),
+        (5, "xz", 1, None, {}, {"min_count": 1, "max_final_vocab": 10}),
+        (6, None, 1, None, {"token_pattern": r"\w+"}, {"min_count": 1}),
+        (7, "gz", 1, 50, {"token_pattern": r"[a-z]+", "lowercase": True}, {"min_count": 2}),
+        (8, None, 1, None, {}, {"min_count": 1, "max_vocab_size": 20}),
+        (9, None, 2, 23, {"lowercase": True, "max_sentence_len": 4}, {"max_vocab_size": 30}),
+    ],
+)
+def test_prepare_matches_the_reference(
+    tmp_path, monkeypatch, seed, compression, n_files, block, settings, data
+):
+    if block:  # tiny read blocks: lines and tokens cut across blocks
+        monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", block)
+    text = _random_text(np.random.default_rng(seed), 300, 60)
+    path = _write_corpus(tmp_path / "c", text, compression, n_files)
+    src = resolve_corpus(str(path), **settings)
+    cfg = dataclasses.replace(DataConfig(), **data)
+    ref_vocab = build_vocab(iter_sentences(path, **settings), cfg)
+    ref_enc = encode_sentences(iter_sentences(path, **settings), ref_vocab)
+    vocab, enc = corpus_mod.prepare_corpus(src, cfg, cache_dir=tmp_path / "a")
+    _assert_same(ref_vocab, ref_enc, vocab, enc)
+    again = encode_corpus(src, ref_vocab, cache_dir=tmp_path / "b")  # vocab given: lookup only
+    _assert_same(ref_vocab, ref_enc, vocab, again)
+
+
+def test_prepare_matches_the_reference_on_a_long_single_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", 1000)  # text8-like: one line, many blocks
+    text = _random_text(np.random.default_rng(11), 400, 500, tricky=False).replace("\n", " ")
+    path = write(tmp_path / "text8", text)
+    src = resolve_corpus(str(path), max_sentence_len=37)
+    cfg = dataclasses.replace(DataConfig(), min_count=1)
+    ref_vocab = build_vocab(src.sentences(), cfg)
+    ref_enc = encode_sentences(src.sentences(), ref_vocab)
+    vocab, enc = corpus_mod.prepare_corpus(src, cfg)
+    _assert_same(ref_vocab, ref_enc, vocab, enc)
+
+
+def test_prepare_grows_its_table_past_many_distinct_words(tmp_path):
+    rng = np.random.default_rng(0)
+    words = [f"{i:x}" for i in rng.permutation(150_000)] * 2  # 150k distinct: the table grows
+    rng.shuffle(words)
+    path = write(
+        tmp_path / "c.txt", "\n".join(" ".join(words[i : i + 50]) for i in range(0, 300_000, 50))
+    )
+    src = resolve_corpus(str(path))
+    cfg = dataclasses.replace(DataConfig(), min_count=2)
+    ref_vocab = build_vocab(src.sentences(), cfg)
+    ref_enc = encode_sentences(src.sentences(), ref_vocab)
+    _assert_same(ref_vocab, ref_enc, *corpus_mod.prepare_corpus(src, cfg))
+
+
+def test_prepare_caches_vocab_and_encoding(tmp_path, monkeypatch):
+    src = _source(tmp_path, "a b a c\nb a\n" * 20)
+    cfg = dataclasses.replace(DataConfig(), min_count=1)
+    vocab, enc = corpus_mod.prepare_corpus(src, cfg)
+    calls = []
+    monkeypatch.setattr(corpus_mod, "_scan", lambda *a, **k: calls.append(1))
+    vocab2, enc2 = corpus_mod.prepare_corpus(src, cfg)
+    assert calls == []
+    assert vocab2.words == vocab.words and vocab2.fingerprint == vocab.fingerprint
+    np.testing.assert_array_equal(enc2.ids, enc.ids)
+    assert isinstance(enc2.ids, np.memmap)
+
+
+def test_progress_is_reported_while_reading(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", 256)
+    src = _source(tmp_path, "one two three four\n" * 200)
+    seen = []
+    vocab, _ = corpus_mod.prepare_corpus(
+        src, dataclasses.replace(DataConfig(), min_count=1), progress=seen.append
+    )
+    assert len(seen) > 5 and seen[-1].done and not any(p.done for p in seen[:-1])
+    assert seen[-1].tokens == vocab.total_words == 800
+    assert seen[-1].bytes_read == seen[-1].bytes_total == os.path.getsize(src.path)
+    assert all(a.tokens <= b.tokens for a, b in zip(seen, seen[1:], strict=False))
+    show = corpus_mod.progress_printer(every_s=0.0)
+    for p in seen[-2:]:
+        show(p)
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("count+encode: 0.0M tokens") and err[-1].endswith("done")
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("empty.txt", b"", "empty corpus"),
+        ("nul.bin", b"abc\x00\x01\x02def\n", "binary file"),
+        ("latin1.txt", "caf\u00e9 cr\u00e8me\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_prepare_bad_files_give_one_line_errors(tmp_path, name, content, match):
+    src = resolve_corpus(str(write(tmp_path / name, content, mode="b")))
+    with pytest.raises(ValueError, match=match) as e:
+        corpus_mod.prepare_corpus(src, dataclasses.replace(DataConfig(), min_count=1))
+    assert "--corpus" in str(e.value) and "\n" not in str(e.value)
+
+
+def _damaged(kind, how):
+    text = ("some words here\n" * 5000).encode()
+    data = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind](text)
+    if how == "truncated":
+        return data[: len(data) // 2]
+    if how == "garbage":
+        return b"this is not compressed data at all" * 10
+    mid = len(data) // 2  # flipped bytes in the middle of the stream
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + 16]) + data[mid + 16 :]
+
+
+@pytest.mark.parametrize("kind, suffix", [("gzip", ".gz"), ("bzip2", ".bz2"), ("xz", ".xz")])
+@pytest.mark.parametrize("how", ["truncated", "garbage", "flipped"])
+def test_corrupt_compressed_corpus_is_a_clear_error(tmp_path, kind, suffix, how):
+    path = write(tmp_path / f"c{suffix}", _damaged(kind, how), mode="b")
+    expected = f"corpus file {path} is corrupt or truncated ({kind}): "
+    readers = [
+        lambda: list(iter_sentences(path)),
+        lambda: corpus_mod.prepare_corpus(
+            resolve_corpus(str(path)), dataclasses.replace(DataConfig(), min_count=1)
+        ),
+        lambda: encode_corpus(
+            resolve_corpus(str(path)), build_vocab([["some"]], DataConfig(min_count=1))
+        ),
+    ]
+    for read in readers:
+        with pytest.raises(ValueError) as e:
+            read()
+        assert str(e.value).startswith(expected) and "\n" not in str(e.value)

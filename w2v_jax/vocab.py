@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -85,16 +85,8 @@ def _prune(counts: collections.Counter, min_reduce: int) -> collections.Counter:
     return collections.Counter({w: c for w, c in counts.items() if c >= min_reduce})
 
 
-def build_vocab(sentences: Iterable[list[str]], cfg: DataConfig) -> Vocab:
-    """Counts words in one streaming pass and keeps those at ``min_count`` (see module docs).
-
-    Args:
-      sentences: iterable of token lists (e.g. ``CorpusSource.sentences()``), read once.
-      cfg: uses ``min_count``, ``max_vocab_size``, ``max_final_vocab``.
-
-    Raises:
-      ValueError: empty corpus, or no word reaches ``min_count``.
-    """
+def check_vocab_config(cfg: DataConfig) -> None:
+    """Raises ValueError for a ``min_count``, ``max_vocab_size`` or ``max_final_vocab`` below 1."""
     if cfg.min_count < 1:
         raise ValueError(f"--min-count must be >= 1, got {cfg.min_count}")
     cap = cfg.max_vocab_size
@@ -103,27 +95,34 @@ def build_vocab(sentences: Iterable[list[str]], cfg: DataConfig) -> Vocab:
     if cfg.max_final_vocab is not None and cfg.max_final_vocab < 1:
         raise ValueError(f"max_final_vocab must be >= 1 or None, got {cfg.max_final_vocab}")
 
-    counts: collections.Counter = collections.Counter()
-    total = 0
-    min_reduce = 1
-    for sentence in sentences:
-        total += len(sentence)
-        counts.update(sentence)  # C loop; insertion order = first appearance
-        while cap is not None and len(counts) > cap:
-            min_reduce += 1
-            counts = _prune(counts, min_reduce)
+
+def select_words(
+    counts: np.ndarray, total: int, cfg: DataConfig, word_at: Callable[[int], str]
+) -> np.ndarray:
+    """The vocabulary's rows of a counting table, in vocabulary order.
+
+    Applies ``min_count`` and ``max_final_vocab`` and sorts by descending count; a stable sort,
+    so ties keep table order (first appearance). Shared by :func:`build_vocab` and the corpus'
+    one-pass counter, so both make the same decisions from the same counts.
+
+    Args:
+      counts: [U] int64 counts, in table order (first appearance).
+      total: tokens read (only for the error message).
+      cfg: uses ``min_count``, ``max_final_vocab``.
+      word_at: table row -> word (only for the error message).
+
+    Returns:
+      [V] int64 table rows: vocabulary id i is table row ``order[i]``.
+    """
     if total == 0:
         raise ValueError("empty corpus: no tokens to count; check --corpus")
-
-    words = list(counts.keys())
-    cnt = np.fromiter(counts.values(), dtype=np.int64, count=len(words))
     effective = cfg.min_count
-    if cfg.max_final_vocab is not None and cfg.max_final_vocab < len(words):
-        ranked = np.sort(cnt)[::-1]
+    if cfg.max_final_vocab is not None and cfg.max_final_vocab < counts.shape[0]:
+        ranked = np.sort(counts)[::-1]
         effective = max(effective, int(ranked[cfg.max_final_vocab]) + 1)
-    keep = np.flatnonzero(cnt >= effective)
+    keep = np.flatnonzero(counts >= effective)
     if keep.size == 0:
-        top = int(np.argmax(cnt))
+        top = int(np.argmax(counts))
         extra = (
             ""
             if effective == cfg.min_count
@@ -131,10 +130,67 @@ def build_vocab(sentences: Iterable[list[str]], cfg: DataConfig) -> Vocab:
         )
         raise ValueError(
             f"no word occurs at least --min-count={effective} times{extra}; the most frequent, "
-            f"{words[top]!r}, occurs {int(cnt[top])} times in {total} tokens; lower --min-count"
+            f"{word_at(top)!r}, occurs {int(counts[top])} times in {total} tokens; "
+            "lower --min-count"
         )
-    order = keep[np.argsort(-cnt[keep], kind="stable")]
-    return Vocab(words=tuple(words[i] for i in order), counts=cnt[order], total_words=total)
+    return keep[np.argsort(-counts[keep], kind="stable")]
+
+
+def count_words(
+    sentences: Iterable[list], max_vocab_size: int | None
+) -> tuple[collections.Counter, int]:
+    """Counts tokens in one pass, pruning rare words whenever more than ``max_vocab_size`` are held.
+
+    Args:
+      sentences: iterable of token lists (any hashable tokens: str, or bytes from the corpus'
+        byte-level reader), read once.
+      max_vocab_size: the cap (None: no pruning).
+
+    Returns:
+      (counts in first-appearance order of the table, tokens read).
+    """
+    counts: collections.Counter = collections.Counter()
+    total = 0
+    min_reduce = 1
+    cap = max_vocab_size
+    for sentence in sentences:
+        total += len(sentence)
+        counts.update(sentence)  # C loop; insertion order = first appearance
+        while cap is not None and len(counts) > cap:
+            min_reduce += 1
+            counts = _prune(counts, min_reduce)
+    return counts, total
+
+
+def vocab_from_counter(counts: collections.Counter, total: int, cfg: DataConfig) -> Vocab:
+    """A :class:`Vocab` from a counting table (str or UTF-8 bytes keys) and the tokens read."""
+    words = list(counts.keys())
+    cnt = np.fromiter(counts.values(), dtype=np.int64, count=len(words))
+
+    def word_at(i: int) -> str:
+        w = words[i]
+        return w.decode("utf-8") if isinstance(w, bytes) else w
+
+    order = select_words(cnt, total, cfg, word_at)
+    return Vocab(words=tuple(word_at(i) for i in order), counts=cnt[order], total_words=total)
+
+
+def build_vocab(sentences: Iterable[list[str]], cfg: DataConfig) -> Vocab:
+    """Counts words in one streaming pass and keeps those at ``min_count`` (see module docs).
+
+    For a corpus on disk, :func:`w2v_jax.corpus.prepare_corpus` gives the same vocabulary faster
+    (and the encoded corpus with it); this is the reference it is tested against.
+
+    Args:
+      sentences: iterable of token lists (e.g. ``CorpusSource.sentences()``), read once.
+      cfg: uses ``min_count``, ``max_vocab_size``, ``max_final_vocab``.
+
+    Raises:
+      ValueError: empty corpus, or no word reaches ``min_count``.
+    """
+    check_vocab_config(cfg)
+    counts, total = count_words(sentences, cfg.max_vocab_size)
+    return vocab_from_counter(counts, total, cfg)
 
 
 def save_vocab(vocab: Vocab, path: str | os.PathLike) -> None:
