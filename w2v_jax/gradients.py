@@ -115,6 +115,46 @@ def neg_sampling_grads(v_c: jax.Array, u_o: jax.Array, u_negs: jax.Array):
     return loss, dv_c, du_targets[0], du_targets[1:]
 
 
+def nce_grads(v_c: jax.Array, u_o: jax.Array, u_negs: jax.Array, log_kpn_o, log_kpn_negs):
+    r"""Loss and gradients of :func:`w2v_jax.losses.nce_loss`.
+
+    Derivation (``docs/derivations.md`` section 2b). Shifted scores :math:`x_o = u_o^\top v_c -
+    \log K P_n(o)` and :math:`x_k = u_k^\top v_c - \log K P_n(k)`; the offsets are constants, so
+    :math:`\partial x_w / \partial v_c = u_w` and :math:`\partial x_w / \partial u_w = v_c` exactly
+    as for SGNS, and only the point where the sigmoid is read moves:
+
+    .. math::
+
+        J &= -\log\sigma(x_o) - \sum_k \log\sigma(-x_k) \\
+        \frac{\partial J}{\partial x_o} &= \sigma(x_o) - 1 = -\sigma(-x_o) =: g_o, \qquad
+        \frac{\partial J}{\partial x_k} = \sigma(x_k) =: g_k \\
+        \frac{\partial J}{\partial v_c} &= g_o\, u_o + \sum_k g_k\, u_k, \qquad
+        \frac{\partial J}{\partial u_o} = g_o\, v_c, \qquad
+        \frac{\partial J}{\partial u_k} = g_k\, v_c
+
+    With all offsets 0 this is :func:`neg_sampling_grads`. A frequent noise word has a large
+    :math:`\log K P_n`, so its :math:`g_k = \sigma(u_k^\top v_c - \log K P_n(k))` is smaller than
+    in SGNS: NCE pushes frequent words away less, rare ones more.
+
+    Args:
+      v_c: [D] float, center vector.
+      u_o: [D] float, outside (data) vector.
+      u_negs: [K, D] float, noise vectors.
+      log_kpn_o: [] float; log_kpn_negs: [K] float, :math:`\log(K P_n(w))`.
+
+    Returns:
+      ``(loss [], dv_c [D], du_o [D], du_negs [K, D])``.
+    """
+    losses._check_nce("nce_grads", v_c, u_o, u_negs, log_kpn_o, log_kpn_negs)
+    x_o = jnp.dot(u_o, v_c) - log_kpn_o
+    x_K = jnp.dot(u_negs, v_c) - log_kpn_negs
+    loss = -jax.nn.log_sigmoid(x_o) - jnp.sum(jax.nn.log_sigmoid(-x_K))
+    g_o = -jax.nn.sigmoid(-x_o)  # sigma(x_o) - 1
+    g_K = jax.nn.sigmoid(x_K)
+    du_targets = jnp.outer(jnp.concatenate([g_o[None], g_K]), v_c)
+    return loss, g_o * u_o + g_K @ u_negs, du_targets[0], du_targets[1:]
+
+
 def hierarchical_softmax_grads(
     v_c: jax.Array, node_vecs: jax.Array, codes: jax.Array, mask: jax.Array
 ):
@@ -158,6 +198,48 @@ def hierarchical_softmax_grads(
     loss = -jnp.sum(jnp.where(on_path_L, jax.nn.log_sigmoid(x_L), 0))
     g_L = jnp.where(on_path_L, -sign_L * jax.nn.sigmoid(-x_L), 0)
     return loss, g_L @ node_vecs, jnp.outer(g_L, v_c)
+
+
+def logistic_grads(v_c: jax.Array, rows: jax.Array, labels: jax.Array, mask: jax.Array, bias=None):
+    r"""Loss and gradients of :func:`w2v_jax.losses.logistic_loss`, the form SGNS, NCE and HS share.
+
+    Derivation (``docs/derivations.md`` section 3b). Scores :math:`x_t = t_t (r_t^\top v_c - b_t)`
+    with signs :math:`t_t = 2 l_t - 1`:
+
+    .. math::
+
+        J &= -\sum_t m_t \log\sigma(x_t) \\
+        \frac{\partial J}{\partial (r_t^\top v_c)} &= -m_t\, t_t\, \sigma(-x_t)
+            = m_t\,\big(\sigma(r_t^\top v_c - b_t) - l_t\big) =: g_t \\
+        \frac{\partial J}{\partial v_c} &= \sum_t g_t\, r_t, \qquad
+        \frac{\partial J}{\partial r_t} = g_t\, v_c
+
+    word2vec.c's update for every target is ``g = (label - f) * alpha`` with ``f`` the sigmoid:
+    :math:`-\alpha g_t`. :func:`hierarchical_softmax_grads` is this function with labels ``1 -
+    codes`` (the same operations, so the same bits); :func:`neg_sampling_grads` and
+    :func:`nce_grads` equal it with labels ``[1, 0..0]`` up to float summation order (they add
+    the positive's term first).
+
+    Args:
+      v_c: [D] float, center vector.
+      rows: [T, D] float, target rows.
+      labels: [T] int in {0, 1}.
+      mask: [T] bool (nonzero = a real target).
+      bias: [T] float score offsets, or ``None`` for 0.
+
+    Returns:
+      ``(loss [], dv_c [D], drows [T, D])``; padded slots get rows of exactly 0.
+    """
+    losses._check_logistic("logistic_grads", v_c, rows, labels, mask, bias)
+    scores_T = jnp.dot(rows, v_c)
+    if bias is not None:
+        scores_T = scores_T - bias
+    sign_T = 2 * jnp.asarray(labels).astype(v_c.dtype) - 1
+    x_T = sign_T * scores_T
+    on_T = losses._as_bool(mask)
+    loss = -jnp.sum(jnp.where(on_T, jax.nn.log_sigmoid(x_T), 0))
+    g_T = jnp.where(on_T, -sign_T * jax.nn.sigmoid(-x_T), 0)
+    return loss, g_T @ rows, jnp.outer(g_T, v_c)
 
 
 def cbow_context_grads(dh: jax.Array, ctx_mask: jax.Array, mean: bool, rule: str) -> jax.Array:
@@ -256,6 +338,15 @@ def neg_sampling_grads_batch(v_c: jax.Array, u_o: jax.Array, u_negs: jax.Array):
     return jax.vmap(neg_sampling_grads)(v_c, u_o, u_negs)
 
 
+def nce_grads_batch(v_c, u_o, u_negs, log_kpn_o, log_kpn_negs):
+    """:func:`nce_grads` over a batch: [B, D], [B, D], [B, K, D], [B], [B, K].
+
+    Returns ``(loss [B], dv_c [B, D], du_o [B, D], du_negs [B, K, D])``.
+    """
+    losses._check_nce("nce_grads_batch", v_c, u_o, u_negs, log_kpn_o, log_kpn_negs, batched=True)
+    return jax.vmap(nce_grads)(v_c, u_o, u_negs, log_kpn_o, log_kpn_negs)
+
+
 def hierarchical_softmax_grads_batch(
     v_c: jax.Array, node_vecs: jax.Array, codes: jax.Array, mask: jax.Array
 ):
@@ -265,3 +356,12 @@ def hierarchical_softmax_grads_batch(
     """
     losses._check_hs("hierarchical_softmax_grads_batch", v_c, node_vecs, codes, mask, batched=True)
     return jax.vmap(hierarchical_softmax_grads)(v_c, node_vecs, codes, mask)
+
+
+def logistic_grads_batch(v_c, rows, labels, mask, bias=None):
+    """:func:`logistic_grads` over a batch: [B, D], [B, T, D], [B, T], [B, T], [B, T] or None.
+
+    Returns ``(loss [B], dv_c [B, D], drows [B, T, D])``.
+    """
+    losses._check_logistic("logistic_grads_batch", v_c, rows, labels, mask, bias, batched=True)
+    return jax.vmap(logistic_grads)(v_c, rows, labels, mask, bias)

@@ -1,4 +1,7 @@
-r"""The three word2vec losses and the CBOW hidden layer, one example at a time.
+r"""The word2vec losses and the CBOW hidden layer, one example at a time.
+
+Full softmax, SGNS, NCE and hierarchical softmax; the last three are instances of one binary
+logistic loss over gathered target rows (:func:`logistic_loss`).
 
 Pure math: no sampling, no I/O, no optimizer. Notation follows CS224N (see ``params.py`` for the
 word2vec.c names): ``v_c`` [D] is the input ("center") vector, ``u_o`` [D] the output vector of the
@@ -105,6 +108,40 @@ def _check_neg_sampling(fn: str, v_c, u_o, u_negs, batched: bool = False) -> Non
     _check_rows(fn, "u_negs", u_negs, lead, D, "K")
 
 
+def _check_nce(fn: str, v_c, u_o, u_negs, log_kpn_o, log_kpn_negs, batched: bool = False) -> None:
+    _check_neg_sampling(fn, v_c, u_o, u_negs, batched)
+    lead = tuple(np.shape(v_c))[:-1]
+    K = np.shape(u_negs)[-2]
+    if tuple(np.shape(log_kpn_o)) != lead:
+        _bad(fn, "log_kpn_o", "[B]" if lead else "a scalar", tuple(np.shape(log_kpn_o)))
+    if tuple(np.shape(log_kpn_negs)) != (*lead, K):
+        _bad(
+            fn,
+            "log_kpn_negs",
+            f"[{'B, ' if lead else ''}K] with {_dims(lead, K=K)}",
+            tuple(np.shape(log_kpn_negs)),
+        )
+    _check_float(fn, "log_kpn_o", log_kpn_o)
+    _check_float(fn, "log_kpn_negs", log_kpn_negs)
+
+
+def _check_logistic(fn: str, v_c, rows, labels, mask, bias, batched: bool = False) -> None:
+    lead, D = _check_vectors(fn, v_c, batched)
+    T = _check_rows(fn, "rows", rows, lead, D, "T")
+    for name, x in (("labels", labels), ("mask", mask)) + (
+        (("bias", bias),) if bias is not None else ()
+    ):
+        if tuple(np.shape(x)) != (*lead, T):
+            _bad(fn, name, f"[{'B, ' if lead else ''}T] with {_dims(lead, T=T)}", np.shape(x))
+    kind = jnp.result_type(labels)
+    if not (jnp.issubdtype(kind, jnp.integer) or kind == jnp.bool_):
+        _bad(fn, "labels", "integer (0 or 1)", f"dtype {kind}")
+    if _concrete(labels):
+        a = np.asarray(labels)
+        if a.size and not np.isin(a, (0, 1)).all():
+            _bad(fn, "labels", "0 or 1", f"values {np.unique(a)[:8].tolist()}")
+
+
 def _check_hs(fn: str, v_c, node_vecs, codes, mask, batched: bool = False) -> None:
     lead, D = _check_vectors(fn, v_c, batched)
     L = _check_rows(fn, "node_vecs", node_vecs, lead, D, "L")
@@ -207,6 +244,45 @@ def neg_sampling_loss(v_c: jax.Array, u_o: jax.Array, u_negs: jax.Array) -> jax.
     return -jax.nn.log_sigmoid(score_o) - jnp.sum(jax.nn.log_sigmoid(-scores_K))
 
 
+def nce_loss(
+    v_c: jax.Array, u_o: jax.Array, u_negs: jax.Array, log_kpn_o, log_kpn_negs
+) -> jax.Array:
+    r"""Noise-contrastive estimation (NCE) loss for one (center, outside) pair and K noise words.
+
+    NCE trains a binary classifier to tell the data word from K draws of the noise distribution
+    :math:`P_n`. With the model's unnormalised score :math:`s_w = u_w^\top v_c` (its log-partition
+    fixed at 0, as Mnih & Teh 2012 do), the posterior that ``w`` came from the data is
+    :math:`\sigma(s_w - \log(K P_n(w)))`, so
+
+    .. math::
+
+        J = -\log \sigma\big(u_o^\top v_c - \log K P_n(o)\big)
+            - \sum_{k=1}^{K} \log \sigma\big(-(u_k^\top v_c - \log K P_n(k))\big)
+
+    SGNS (:func:`neg_sampling_loss`) is this loss with the offsets :math:`\log K P_n(w)` set to
+    0: it no longer estimates :math:`P(o \mid c)`, which is why Mikolov et al. (2013b, Table 1)
+    compare the two. The offsets are constants (the noise distribution is fixed), so they have
+    no gradient.
+
+    Args:
+      v_c: [D] float, center (input) vector.
+      u_o: [D] float, output vector of the outside (data) word.
+      u_negs: [K, D] float, output vectors of the K noise words (duplicates allowed).
+      log_kpn_o: [] float, :math:`\log(K P_n(o))`.
+      log_kpn_negs: [K] float, :math:`\log(K P_n(k))` of each noise word.
+
+    Returns:
+      [] scalar loss J.
+
+    References:
+      Gutmann & Hyvarinen 2010; Mnih & Teh 2012 (eq. 4-6); Mikolov et al. 2013b (section 2.2).
+    """
+    _check_nce("nce_loss", v_c, u_o, u_negs, log_kpn_o, log_kpn_negs)
+    score_o = jnp.dot(u_o, v_c) - log_kpn_o
+    scores_K = jnp.dot(u_negs, v_c) - log_kpn_negs
+    return -jax.nn.log_sigmoid(score_o) - jnp.sum(jax.nn.log_sigmoid(-scores_K))
+
+
 def hierarchical_softmax_loss(
     v_c: jax.Array, node_vecs: jax.Array, codes: jax.Array, mask: jax.Array
 ) -> jax.Array:
@@ -241,6 +317,45 @@ def hierarchical_softmax_loss(
     sign_L = 1 - 2 * jnp.asarray(codes).astype(v_c.dtype)
     log_p_L = jax.nn.log_sigmoid(sign_L * jnp.dot(node_vecs, v_c))
     return -jnp.sum(jnp.where(_as_bool(mask), log_p_L, 0))
+
+
+def logistic_loss(
+    v_c: jax.Array, rows: jax.Array, labels: jax.Array, mask: jax.Array, bias=None
+) -> jax.Array:
+    r"""The binary logistic loss over T gathered target rows that SGNS, NCE and HS share.
+
+    Each target row :math:`r_t` is a yes/no question about the predicted word, with label
+    :math:`l_t \in \{0, 1\}`, sign :math:`t_t = 2 l_t - 1` and score offset :math:`b_t`:
+
+    .. math::
+
+        J = -\sum_{t=1}^{T} m_t \log \sigma\big(t_t\, (r_t^\top v_c - b_t)\big)
+
+    * SGNS: rows ``[u_o, u_1..u_K]``, labels ``[1, 0..0]``, :math:`b = 0`
+      (:func:`neg_sampling_loss`);
+    * NCE: the same rows and labels, :math:`b_t = \log K P_n(w_t)` (:func:`nce_loss`);
+    * HS: the inner nodes on the Huffman path, labels ``1 - codes``, :math:`b = 0`, ``mask`` the
+      path length (:func:`hierarchical_softmax_loss`).
+
+    The fused C++ kernels (``kernels/w2v_kernels.cc``) run this same computation per target.
+
+    Args:
+      v_c: [D] float, center (input) vector.
+      rows: [T, D] float, output rows of the targets.
+      labels: [T] int in {0, 1}.
+      mask: [T] bool (nonzero = a real target, 0 = padding).
+      bias: [T] float score offsets, or ``None`` for 0.
+
+    Returns:
+      [] scalar loss J.
+    """
+    _check_logistic("logistic_loss", v_c, rows, labels, mask, bias)
+    scores_T = jnp.dot(rows, v_c)
+    if bias is not None:
+        scores_T = scores_T - bias
+    sign_T = 2 * jnp.asarray(labels).astype(v_c.dtype) - 1
+    log_p_T = jax.nn.log_sigmoid(sign_T * scores_T)
+    return -jnp.sum(jnp.where(_as_bool(mask), log_p_T, 0))
 
 
 def cbow_hidden(ctx_vecs: jax.Array, ctx_mask: jax.Array, mean: bool) -> jax.Array:
@@ -288,9 +403,21 @@ def neg_sampling_loss_batch(v_c: jax.Array, u_o: jax.Array, u_negs: jax.Array) -
     return jax.vmap(neg_sampling_loss)(v_c, u_o, u_negs)
 
 
+def nce_loss_batch(v_c, u_o, u_negs, log_kpn_o, log_kpn_negs) -> jax.Array:
+    """:func:`nce_loss` over a batch: [B, D], [B, D], [B, K, D], [B], [B, K] -> [B]."""
+    _check_nce("nce_loss_batch", v_c, u_o, u_negs, log_kpn_o, log_kpn_negs, batched=True)
+    return jax.vmap(nce_loss)(v_c, u_o, u_negs, log_kpn_o, log_kpn_negs)
+
+
 def hierarchical_softmax_loss_batch(
     v_c: jax.Array, node_vecs: jax.Array, codes: jax.Array, mask: jax.Array
 ) -> jax.Array:
     """:func:`hierarchical_softmax_loss` over a batch: [B, D], [B, L, D], [B, L], [B, L] -> [B]."""
     _check_hs("hierarchical_softmax_loss_batch", v_c, node_vecs, codes, mask, batched=True)
     return jax.vmap(hierarchical_softmax_loss)(v_c, node_vecs, codes, mask)
+
+
+def logistic_loss_batch(v_c, rows, labels, mask, bias=None) -> jax.Array:
+    """:func:`logistic_loss` over a batch: [B, D], [B, T, D], [B, T], [B, T], [B, T] -> [B]."""
+    _check_logistic("logistic_loss_batch", v_c, rows, labels, mask, bias, batched=True)
+    return jax.vmap(logistic_loss)(v_c, rows, labels, mask, bias)
