@@ -41,10 +41,8 @@ def _zipf_ids(rng, v, shape, power=1.0):
     return rng.choice(v, size=shape, p=p / p.sum()).astype(np.int32)
 
 
-def _batches(args, n_batches, tree):
+def _batches(args, n_batches):
     import numpy as np
-
-    from w2v_jax import sharding
 
     rng = np.random.default_rng(0)
     out = []
@@ -55,15 +53,9 @@ def _batches(args, n_batches, tree):
         }
         if args.model == "sg":
             b["context"] = _zipf_ids(rng, args.vocab, args.batch)
-            target = b["context"]
         else:
             b["context"] = _zipf_ids(rng, args.vocab, (args.batch, 2 * args.window))
             b["context_mask"] = np.ones((args.batch, 2 * args.window), np.float32)
-            target = b["center"]
-        if args.loss == "ns":
-            b["negatives"] = _zipf_ids(rng, args.vocab, (args.batch, args.negative), 0.75)
-        else:
-            b.update(sharding.hs_path_rows(tree, target))
         out.append(b)
     return out
 
@@ -86,7 +78,7 @@ def worker(args) -> dict:
     import jax
     import numpy as np
 
-    from w2v_jax import huffman, sharding
+    from w2v_jax import hlo, sharding
 
     n = args.worker
     if args.platform == "cpu":
@@ -96,21 +88,22 @@ def worker(args) -> dict:
     mesh = sharding.make_mesh(jax.devices()[:n])
     rng = np.random.default_rng(1)
     v, d = args.vocab, args.dim
-    out_name = "node_vecs" if args.loss == "hs" else "outside_vecs"
+    objective, inputs = _values(args)
     host = {
         "center_vecs": rng.uniform(-0.5 / d, 0.5 / d, (v, d)).astype(np.float32),
-        out_name: np.zeros((sharding.table_rows(out_name, v), d), np.float32),
+        objective.table: np.zeros((objective.table_rows(v), d), np.float32),
     }
     counts = np.maximum((1e7 / np.arange(1, v + 1)).astype(np.int64), 1)
-    tree = huffman.build_huffman(counts) if args.loss == "hs" else None
-    host_batches = _batches(args, 8, tree)
+    consts = jax.device_put(objective.make_consts(counts))
+    host_batches = _batches(args, 8)
     batches = [sharding.shard_batch(b, mesh) for b in host_batches]
     params = sharding.shard_params(host, mesh)
     jax.block_until_ready((batches, params))  # all host-to-device copies done before timing
-    step = sharding.make_sharded_step(mesh, model=args.model, loss=args.loss)
+    step = sharding.make_sharded_step(mesh, objective, inputs)
+    key = jax.random.key(0)
 
-    compiled = step.lower(params, batches[0], 0.025).compile()
-    ops = sharding.hlo_collectives(compiled.as_text())
+    compiled = step.lower(params, consts, batches[0], key, 0.025).compile()
+    ops = hlo.hlo_collectives(compiled.as_text())
     mem = compiled.memory_analysis()
     row = {
         "devices": n,
@@ -120,7 +113,7 @@ def worker(args) -> dict:
         "D": d,
         "B": args.batch,
         "K": args.negative,
-        "L": int(tree.points.shape[1]) if tree is not None else None,
+        "L": int(consts["points"].shape[1]) if "points" in consts else None,
         "cores": os.cpu_count(),
         "collectives": ops,
         "table_bytes_per_device": sum(
@@ -137,7 +130,8 @@ def worker(args) -> dict:
         # is like for like
         p = state["params"]
         for s in range(args.steps):
-            p, loss_sum = jax.block_until_ready(step(p, batches[s % len(batches)], 0.025))
+            batch = batches[s % len(batches)]
+            p, loss_sum = jax.block_until_ready(step(p, consts, batch, key, 0.025))
         state["params"] = p
         return loss_sum
 
@@ -148,19 +142,30 @@ def worker(args) -> dict:
     row["best_pairs_per_s"] = args.batch * args.steps / min(runs)
 
     if args.baseline and n == 1:
-        row["baseline_pairs_per_s"] = _baseline(args, host, tree, host_batches)
+        row["baseline_pairs_per_s"] = _baseline(args, host, counts, host_batches)
     return row
 
 
-def _baseline(args, host, tree, host_batches):
-    """pairs/s of the single-device trainer step (train.make_train_step), same shapes."""
+def _values(args):
+    """The objective and input side the bench's --model/--loss name."""
+    from w2v_jax import config as config_lib
+    from w2v_jax import trainer
+
+    cfg = config_lib.override(
+        config_lib.Config(), model=args.model, loss=args.loss, negative=args.negative
+    )
+    objective, inputs, _ = trainer.resolve(cfg)
+    return objective, inputs
+
+
+def _baseline(args, host, counts, host_batches):
+    """pairs/s of the single-device trainer step (step.make_step, jitted), same shapes."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from w2v_jax import config as config_lib
-    from w2v_jax import sampling
-    from w2v_jax.train import Tables, init_state, make_train_step
+    from w2v_jax import step as step_lib
+    from w2v_jax import trainer
 
     cfg = config_lib.override(
         config_lib.Config(),
@@ -171,17 +176,11 @@ def _baseline(args, host, tree, host_batches):
         batch_size=args.batch,
         window=args.window,
     )
-    if args.loss == "ns":
-        counts = np.maximum((1e7 / np.arange(1, args.vocab + 1)).astype(np.int64), 1)
-        tables = Tables(noise=jax.device_put(sampling.build_noise_table(counts, 0.75)))
-    else:
-        tables = Tables(
-            points=jnp.asarray(tree.points),
-            codes=jnp.asarray(tree.codes),
-            lengths=jnp.asarray(tree.lengths),
-        )
-    st = {"state": init_state(cfg, {k: jnp.asarray(v) for k, v in host.items()}, tables)}
-    step = make_train_step(cfg)
+    objective, inputs, tx = trainer.resolve(cfg)
+    consts = jax.device_put(objective.make_consts(counts))
+    st = {"state": step_lib.init_state({k: jnp.asarray(v) for k, v in host.items()}, tx)}
+    one = jax.jit(step_lib.for_config(cfg, objective, inputs, tx), donate_argnums=0)
+    step = lambda s, b, k: one(s, consts, b, k)  # noqa: E731
     keep = ("center", "context", "mask", "context_mask")
     batches = [
         {**{k: jnp.asarray(b[k]) for k in keep if k in b}, "progress": jnp.float32(0.0)}

@@ -42,14 +42,18 @@ def zipf_ids(rng: np.random.Generator, cdf: np.ndarray, shape) -> np.ndarray:
 
 
 def setup(model: str, loss: str, update: str, v: int, b: int, s: int, groups: int):
-    """``(steps, state, batch_groups, key)`` for one variant at vocabulary size ``v``."""
+    """``(steps, state, batch_groups, key, consts)`` for one variant at vocabulary size ``v``."""
+    from w2v_jax import step as step_lib
+    from w2v_jax import trainer
     from w2v_jax.config import Config, override
-    from w2v_jax.train import init_params, init_state, make_tables, make_train_steps
 
     cfg = override(Config(), model=model, loss=loss, update=update, batch_size=b, steps_per_call=s)
     counts = zipf_counts(v)
-    tables = jax.device_put(make_tables(cfg, counts))
-    state = init_state(cfg, init_params(cfg, v, jax.random.key(0)), tables)
+    objective, inputs, tx = trainer.resolve(cfg)
+    consts = jax.device_put(objective.make_consts(counts))
+    params = step_lib.init_params(objective, v, cfg.model.dim, jax.random.key(0))
+    state = step_lib.init_state(params, tx)
+    steps = step_lib.make_steps(step_lib.for_config(cfg, objective, inputs, tx))
     rng = np.random.default_rng(v)
     cdf = np.cumsum(counts / counts.sum())
     batch_groups = [
@@ -63,11 +67,12 @@ def setup(model: str, loss: str, update: str, v: int, b: int, s: int, groups: in
         )
         for _ in range(groups)
     ]
-    return make_train_steps(cfg), state, batch_groups, jax.random.key(1)
+    # consts ride along as the last field: they are an argument of every call, never donated
+    return steps, state, batch_groups, jax.random.key(1), consts
 
 
 def main(argv=None) -> int:
-    from w2v_jax.train import vocab_sized_ops
+    from w2v_jax.hlo import vocab_sized_ops
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vocab", default="10000,1000000")
@@ -94,22 +99,22 @@ def main(argv=None) -> int:
     for variant in a.variants.split(","):
         model, loss, update = variant.split("-")
         runs = {v: list(setup(model, loss, update, v, b, s, a.groups)) for v in sizes}
-        for v, (steps, state, groups, key) in runs.items():
+        for v, (steps, state, groups, key, consts) in runs.items():
             if a.check_hlo:  # time the executable just checked: one compile, not two
-                steps = runs[v][0] = steps.lower(state, groups[0], key).compile()
+                steps = runs[v][0] = steps.lower(state, consts, groups[0], key).compile()
                 bad = vocab_sized_ops(steps.as_text(), v)
                 if bad:
                     failed = True
                     print(f"{variant} V={v}: V-sized buffers in the step: {bad[:3]}")
-            state, m = steps(state, groups[0], key)  # compile and warm up
+            state, m = steps(state, consts, groups[0], key)  # compile and warm up
             jax.block_until_ready(m)
             runs[v][1] = state
         times = {v: [] for v in sizes}
         for r in range(a.rounds):
             for v in sizes:
-                steps, state, groups, key = runs[v]
+                steps, state, groups, key, consts = runs[v]
                 t0 = time.perf_counter()
-                state, m = steps(state, groups[(r + 1) % len(groups)], key)
+                state, m = steps(state, consts, groups[(r + 1) % len(groups)], key)
                 jax.block_until_ready(m)
                 times[v].append((time.perf_counter() - t0) / s)
                 runs[v][1] = state

@@ -40,8 +40,22 @@ def global_batch(step: int) -> dict[str, np.ndarray]:
         "center": rng.integers(0, V, B).astype(np.int32),
         "context": rng.integers(0, V, B).astype(np.int32),
         "mask": mask,
-        "negatives": rng.integers(0, V, (B, K)).astype(np.int32),
     }
+
+
+def objective_and_consts():
+    """SGNS with K negatives over a fixed Zipf-like count vector; consts stay host numpy, which
+    every process passes identically (replicated)."""
+    from w2v_jax import objectives
+
+    objective = objectives.sgns(K)
+    return objective, objective.make_consts(np.arange(V, 0, -1, dtype=np.int64) ** 2)
+
+
+def step_key(step: int):
+    import jax
+
+    return jax.random.fold_in(jax.random.key(5), step)
 
 
 def main() -> None:
@@ -56,7 +70,7 @@ def main() -> None:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
     import jax
 
-    from w2v_jax import sharding
+    from w2v_jax import inputs, sharding
 
     sharding.init_distributed(
         args.coordinator, args.num_processes, args.process_id, initialization_timeout=60
@@ -66,12 +80,14 @@ def main() -> None:
 
     mesh = sharding.make_mesh()
     params = sharding.shard_params(initial_params(), mesh)
-    step = sharding.make_sharded_step(mesh, model="sg", loss="ns")
+    objective, consts = objective_and_consts()
+    step = sharding.make_sharded_step(mesh, objective, inputs.skip_gram())
     rows = sharding.host_slice(B)
     loss_sums = []
     for s in range(STEPS):
         local = {k: v[rows] for k, v in global_batch(s).items()}
-        params, loss_sum = step(params, sharding.shard_batch(local, mesh), LR)
+        batch = sharding.shard_batch(local, mesh)
+        params, loss_sum = step(params, consts, batch, step_key(s), LR)
         loss_sums.append(float(loss_sum))  # replicated scalar: every process has it
 
     ckpt = os.path.join(args.out, "ckpt")

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from w2v_jax import sharding
+from w2v_jax import inputs, sharding
 
 TIMEOUT_S = 120
 NUM_PROCESSES = 2
@@ -94,12 +94,12 @@ def _launch(out: Path) -> tuple[list[int], list[str]]:
 def _one_process_run() -> tuple[dict[str, np.ndarray], list[float]]:
     mesh = sharding.make_mesh(jax.devices()[:1])
     params = sharding.shard_params(worker.initial_params(), mesh)
-    step = sharding.make_sharded_step(mesh, model="sg", loss="ns")
+    objective, consts = worker.objective_and_consts()
+    step = sharding.make_sharded_step(mesh, objective, inputs.skip_gram())
     loss_sums = []
     for s in range(worker.STEPS):
-        params, loss_sum = step(
-            params, sharding.shard_batch(worker.global_batch(s), mesh), worker.LR
-        )
+        batch = sharding.shard_batch(worker.global_batch(s), mesh)
+        params, loss_sum = step(params, consts, batch, worker.step_key(s), worker.LR)
         loss_sums.append(float(loss_sum))
     return sharding.unshard_params(params, worker.V), loss_sums
 

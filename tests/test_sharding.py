@@ -2,7 +2,7 @@
 
 conftest.py gives this process 4 CPU devices (``--xla_force_host_platform_device_count=4``);
 meshes of 4 and 2 of them are compared with a plain reference step (jnp gathers, ``.at[].add``)
-over a few steps, for skip-gram and CBOW with negative sampling and hierarchical softmax. V is
+over a few steps, for skip-gram and CBOW with negative sampling NCE and hierarchical softmax. V is
 chosen so that some tables need padding, and the batches repeat ids.
 """
 
@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2v_jax import gradients, huffman, losses, sharding
+from w2v_jax import gradients, hlo, losses, objectives, optim, sharding
+from w2v_jax import inputs as inputs_lib
+from w2v_jax import step as step_lib
 
 V, D, B, K, C = 11, 6, 8, 3, 4  # 11 rows -> 12 on 4 or 2 devices; HS node rows 10 -> 12 / 10
 LR = 0.05
@@ -26,22 +28,35 @@ def _devices(n):
     return jax.devices()[:n]
 
 
+COUNTS = np.array([40, 30, 20, 12, 9, 7, 5, 4, 3, 2, 1])
+
+
+def _objective(loss):
+    return {
+        "ns": objectives.sgns(K),
+        "nce": objectives.nce(K),
+        "hs": objectives.hierarchical_softmax(),
+    }[loss]
+
+
+def _inputs(model):
+    return inputs_lib.skip_gram() if model == "sg" else inputs_lib.cbow()
+
+
+def _consts(loss):
+    return jax.device_put(_objective(loss).make_consts(COUNTS))
+
+
 def _init_params(loss, seed=0):
     rng = np.random.default_rng(seed)
-    out = "node_vecs" if loss == "hs" else "outside_vecs"
-    rows = V - 1 if loss == "hs" else V
+    objective = _objective(loss)
     return {
         "center_vecs": rng.normal(0, 0.3, (V, D)).astype(np.float32),
-        out: rng.normal(0, 0.3, (rows, D)).astype(np.float32),
+        objective.table: rng.normal(0, 0.3, (objective.table_rows(V), D)).astype(np.float32),
     }
 
 
-def _tree():
-    counts = np.array([40, 30, 20, 12, 9, 7, 5, 4, 3, 2, 1])
-    return huffman.build_huffman(counts)
-
-
-def _batch(model, loss, step, b=B):
+def _batch(model, step, b=B):
     """A batch with repeated ids (V is tiny, plus forced repeats) and masked-out rows."""
     rng = np.random.default_rng(100 + step)
     center = rng.integers(0, V, b).astype(np.int32)
@@ -54,7 +69,6 @@ def _batch(model, loss, step, b=B):
         context = rng.integers(0, V, b).astype(np.int32)
         context[3] = center[3]  # o == c: the same id in both tables
         batch["context"] = context
-        target = context
     else:
         context = rng.integers(0, V, (b, C)).astype(np.int32)
         context[0, 1] = context[0, 0]  # a word twice in one window
@@ -62,52 +76,48 @@ def _batch(model, loss, step, b=B):
         ctx_mask[:, 0] = 1.0
         ctx_mask[-1] = 0.0  # the padding row has an empty window: h = 0
         batch.update(context=context, context_mask=ctx_mask)
-        target = center
-    if loss == "ns":
-        negatives = rng.integers(0, V, (b, K)).astype(np.int32)
-        negatives[0, 0] = negatives[0, 1] = target[0]  # repeated negative, equal to the positive
-        batch["negatives"] = negatives
-    else:
-        batch.update(sharding.hs_path_rows(_tree(), target))
     return batch
 
 
-def _reference_step(params, batch, lr, model, loss, cbow_mean=True, cbow_grad="word2vec"):
-    """One device: gather rows, gradients.py, ``r -= lr * mask_i * grad_row`` scatter-added."""
+def _key(step):
+    return jax.random.fold_in(jax.random.key(11), step)
+
+
+def _reference_step(params, consts, batch, key, lr, model, loss):
+    """One device, written out: the objective's targets, plain gathers, gradients.py, and
+    ``r -= lr * mask_i * grad_row`` scatter-added."""
+    objective, inputs = _objective(loss), _inputs(model)
     center_vecs = params["center_vecs"]
     mask_B = jnp.asarray(batch["mask"])
     if model == "sg":
         h_BxD = center_vecs[batch["center"]]
-        target = batch["context"]
     else:
         h_BxD = jax.vmap(losses.cbow_hidden, in_axes=(0, 0, None))(
-            center_vecs[batch["context"]], batch["context_mask"], cbow_mean
+            center_vecs[batch["context"]], batch["context_mask"], True
         )
-        target = batch["center"]
-    new = dict(params)
-    w_B = -lr * mask_B
+    tg = objective.targets(consts, inputs.predicted(batch), key)
+    out = params[objective.table]
+    rows = out[tg.ids]
     if loss == "ns":
-        out = params["outside_vecs"]
-        loss_B, dh, du_o, du_k = gradients.neg_sampling_grads_batch(
-            h_BxD, out[target], out[batch["negatives"]]
+        loss_B, dh, du_o, du_k = gradients.neg_sampling_grads_batch(h_BxD, rows[:, 0], rows[:, 1:])
+        drows = jnp.concatenate([du_o[:, None], du_k], axis=1)
+    elif loss == "nce":
+        loss_B, dh, du_o, du_k = gradients.nce_grads_batch(
+            h_BxD, rows[:, 0], rows[:, 1:], tg.bias[:, 0], tg.bias[:, 1:]
         )
-        new["outside_vecs"] = (
-            out.at[target]
-            .add(w_B[:, None] * du_o)
-            .at[batch["negatives"]]
-            .add(w_B[:, None, None] * du_k)
-        )
+        drows = jnp.concatenate([du_o[:, None], du_k], axis=1)
     else:
-        nodes = params["node_vecs"]
-        loss_B, dh, dn = gradients.hierarchical_softmax_grads_batch(
-            h_BxD, nodes[batch["points"]], batch["codes"], batch["path_mask"]
+        loss_B, dh, drows = gradients.hierarchical_softmax_grads_batch(
+            h_BxD, rows, 1 - tg.labels, tg.mask
         )
-        new["node_vecs"] = nodes.at[batch["points"]].add(w_B[:, None, None] * dn)
+    w_B = -lr * mask_B
+    new = dict(params)
+    new[objective.table] = out.at[tg.ids].add(w_B[:, None, None] * drows)
     if model == "sg":
         new["center_vecs"] = center_vecs.at[batch["center"]].add(w_B[:, None] * dh)
     else:
         d_ctx = jax.vmap(gradients.cbow_context_grads, in_axes=(0, 0, None, None))(
-            dh, batch["context_mask"], cbow_mean, cbow_grad
+            dh, batch["context_mask"], True, "word2vec"
         )
         new["center_vecs"] = center_vecs.at[batch["context"]].add(w_B[:, None, None] * d_ctx)
     return new, jnp.sum(mask_B * loss_B)
@@ -115,26 +125,29 @@ def _reference_step(params, batch, lr, model, loss, cbow_mean=True, cbow_grad="w
 
 def _run_reference(model, loss, steps=STEPS):
     params = {k: jnp.asarray(v) for k, v in _init_params(loss).items()}
-    step = jax.jit(lambda p, b: _reference_step(p, b, LR, model, loss))
+    consts = _consts(loss)
+    step = jax.jit(lambda p, b, k: _reference_step(p, consts, b, k, LR, model, loss))
     loss_sums = []
     for s in range(steps):
-        params, loss_sum = step(params, _batch(model, loss, s))
+        params, loss_sum = step(params, _batch(model, s), _key(s))
         loss_sums.append(float(loss_sum))
     return {k: np.asarray(v) for k, v in params.items()}, loss_sums
 
 
 def _run_sharded(mesh, model, loss, steps=STEPS):
     params = sharding.shard_params(_init_params(loss), mesh)
-    step = sharding.make_sharded_step(mesh, model=model, loss=loss)
+    step = sharding.make_sharded_step(mesh, _objective(loss), _inputs(model))
+    consts = _consts(loss)
     loss_sums = []
     for s in range(steps):
-        params, loss_sum = step(params, sharding.shard_batch(_batch(model, loss, s), mesh), LR)
+        batch = sharding.shard_batch(_batch(model, s), mesh)
+        params, loss_sum = step(params, consts, batch, _key(s), LR)
         loss_sums.append(float(loss_sum))
     return params, loss_sums
 
 
 @pytest.mark.parametrize("n", [4, 2])
-@pytest.mark.parametrize("loss", ["ns", "hs"])
+@pytest.mark.parametrize("loss", ["ns", "nce", "hs"])
 @pytest.mark.parametrize("model", ["sg", "cbow"])
 def test_sharded_step_matches_single_device(model, loss, n):
     mesh = sharding.make_mesh(_devices(n))
@@ -181,12 +194,14 @@ def test_compiled_step_moves_rows_not_tables():
             "center": rng.integers(0, v, b).astype(np.int32),
             "context": rng.integers(0, v, b).astype(np.int32),
             "mask": np.ones(b, np.float32),
-            "negatives": rng.integers(0, v, (b, k)).astype(np.int32),
         },
         mesh,
     )
-    step = sharding.make_sharded_step(mesh, model="sg", loss="ns", donate=False)
-    ops = sharding.hlo_collectives(step.lower(params, batch, LR).compile().as_text())
+    objective = objectives.sgns(k)
+    consts = jax.device_put(objective.make_consts(np.arange(v, 0, -1)))
+    step = sharding.make_sharded_step(mesh, objective, inputs_lib.skip_gram(), donate=False)
+    lowered = step.lower(params, consts, batch, jax.random.key(0), LR)
+    ops = hlo.hlo_collectives(lowered.compile().as_text())
     # ids -> rows -> updates (+ loss): no all-reduce, and no two collectives that could run
     # concurrently (XLA:CPU can deadlock on those with more simulated devices than threads)
     assert [o["op"] for o in ops] == ["all-gather", "reduce-scatter", "all-gather"], ops
@@ -201,15 +216,15 @@ def test_compiled_step_moves_rows_not_tables():
 def test_step_rejects_bad_inputs():
     mesh = sharding.make_mesh(_devices(4))
     params = sharding.shard_params(_init_params("ns"), mesh)
-    step = sharding.make_sharded_step(mesh, model="sg", loss="ns", donate=False)
-    batch = _batch("sg", "ns", 0)
-    with pytest.raises(KeyError, match="negatives"):
-        step(params, {k: v for k, v in batch.items() if k != "negatives"}, LR)
+    step = sharding.make_sharded_step(mesh, _objective("ns"), _inputs("sg"), donate=False)
+    batch, consts, key = _batch("sg", 0), _consts("ns"), _key(0)
+    with pytest.raises(KeyError, match="context"):
+        step(params, consts, {k: v for k, v in batch.items() if k != "context"}, key, LR)
     odd = {k: v[:6] for k, v in batch.items()}
     with pytest.raises(ValueError, match="multiple of 4"):
-        step(params, odd, LR)
-    with pytest.raises(ValueError, match="model must be"):
-        sharding.make_sharded_step(mesh, model="glove", loss="ns")
+        step(params, consts, odd, key, LR)
+    with pytest.raises(ValueError, match="dense"):
+        sharding.make_sharded_step(mesh, objectives.softmax(), _inputs("sg"))
 
 
 def test_host_slice_partitions():
@@ -245,55 +260,41 @@ def test_hlo_collectives_parses_operands():
   %ar-start = (f32[], f32[]) all-reduce-start(%x, %y), to_apply=%add
   %ar-done = (f32[], f32[]) all-reduce-done(%ar-start)
 """
-    ops = sharding.hlo_collectives(text)
+    ops = hlo.hlo_collectives(text)
     assert [(o["op"], o["result_bytes"], o["operand_bytes"]) for o in ops] == [
         ("all-gather", 192, 48),
         ("all-reduce", 8, 0),
     ]
 
 
-@pytest.mark.parametrize("model,loss", [("sg", "ns"), ("sg", "hs"), ("cbow", "ns"), ("cbow", "hs")])
+@pytest.mark.parametrize(
+    "model,loss", [(m, lo) for m in ("sg", "cbow") for lo in ("ns", "nce", "hs")]
+)
 def test_sharded_step_matches_the_trainers_step(model, loss):
-    """The same batch through ``train.make_step`` (plain sparse SGD, no duplicate cap) and
-    through the 2-device sharded step gives the same tables. The trainer draws its negatives
-    inside the step from ``fold_in(key, step)``; they are drawn the same way here and handed to
-    the sharded step, so both see identical pairs."""
-    from w2v_jax import sampling
-    from w2v_jax.config import Config, override
-    from w2v_jax.train import Tables, init_state, make_step
-
-    cfg = override(Config(), model=model, loss=loss, dim=D, negative=K, dup_cap=float("inf"))
-    counts = np.array([40, 30, 20, 12, 9, 7, 5, 4, 3, 2, 1])
+    """The same batch and key through ``step.make_step`` (sparse SGD, no duplicate cap) on one
+    device and through the 2-device sharded step give the same tables: one model, two layouts."""
+    objective, inputs = _objective(loss), _inputs(model)
+    tx = optim.make_optimizer("sgd", LR, LR)  # a constant learning rate
     params = _init_params(loss)
-    batch = _batch(model, loss, step=0)
+    consts = _consts(loss)
+    batch = _batch(model, step=0)
     key = jax.random.key(7)
-    if loss == "ns":
-        noise = sampling.build_noise_table(counts, 0.75)
-        tables = Tables(noise=noise)
-        batch["negatives"] = np.asarray(
-            sampling.sample_negatives(noise, jax.random.fold_in(key, 0), (B, K))
-        )
-    else:
-        tree = _tree()
-        tables = Tables(
-            points=jnp.asarray(tree.points),
-            codes=jnp.asarray(tree.codes),
-            lengths=jnp.asarray(tree.lengths),
-        )
-    state = init_state(cfg, {k: jnp.asarray(v) for k, v in params.items()}, tables)
-    lr = float(cfg.alpha)  # progress 0: the learning rate is alpha
-    train_batch = {k: jnp.asarray(batch[k]) for k in ("center", "context", "mask")}
-    if model == "cbow":
-        train_batch["context_mask"] = jnp.asarray(batch["context_mask"])
+    single_step = step_lib.make_step(objective, inputs, tx, dup_cap=float("inf"))
+    state = step_lib.init_state({k: jnp.asarray(v) for k, v in params.items()}, tx)
+    train_batch = {k: jnp.asarray(v) for k, v in batch.items()}
     train_batch["progress"] = jnp.float32(0.0)
-    single, _ = make_step(cfg)(state, train_batch, key)
+    single, _ = single_step(state, consts, train_batch, key)
 
     mesh = sharding.make_mesh(_devices(2))
-    step = sharding.make_sharded_step(mesh, model=model, loss=loss)
+    step = sharding.make_sharded_step(mesh, objective, inputs)
     sharded = sharding.shard_params(params, mesh)
-    sharded, _ = step(sharded, sharding.shard_batch(batch, mesh), jnp.float32(lr))
+    # the single-device step folds the step count into its key; the sharded one takes it folded
+    sharded, _ = step(
+        sharded, consts, sharding.shard_batch(batch, mesh), jax.random.fold_in(key, 0), LR
+    )
     back = sharding.unshard_params(sharded, V)
     for name in params:
         np.testing.assert_allclose(
             back[name], np.asarray(single.params[name]), rtol=1e-5, atol=1e-6, err_msg=name
         )
+        assert not np.allclose(back[name], params[name])

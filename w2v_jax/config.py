@@ -14,7 +14,7 @@ import numbers
 from typing import Any
 
 MODELS = ("sg", "cbow")
-LOSSES = ("ns", "hs", "softmax")
+LOSSES = ("ns", "nce", "hs", "softmax")  # objectives.BUILTIN
 SUBSAMPLE_RULES = ("word2vec", "paper", "off")
 OPTIMIZERS = ("sgd", "adagrad", "adam", "rmsprop")
 CBOW_GRADS = ("word2vec", "exact")
@@ -52,7 +52,7 @@ class ModelConfig:
     """Architecture and loss."""
 
     model: str = "sg"  # word2vec.c -cbow 0 is skip-gram (the tool's own default is -cbow 1)
-    loss: str = "ns"  # "ns" (SGNS), "hs" (Huffman hierarchical softmax), "softmax" (full)
+    loss: str = "ns"  # "ns" (SGNS), "nce", "hs" (Huffman hierarchical softmax), "softmax" (full)
     dim: int = 100  # D, word2vec.c -size 100
     negative: int = 5  # K, word2vec.c -negative 5
     cbow_mean: bool = True  # h = mean of context vectors (word2vec.c cbow_mean); False: sum
@@ -154,7 +154,7 @@ def validate(cfg: Config) -> Config:
     _check(m.loss in LOSSES, f"--loss must be one of {LOSSES}, got {m.loss!r}")
     _check(m.dim >= 1, f"--dim must be >= 1, got {m.dim}")
     _check(m.negative >= 0, f"--negative must be >= 0, got {m.negative}")
-    _check(m.loss != "ns" or m.negative >= 1, "--loss ns needs --negative >= 1")
+    _check(m.loss not in ("ns", "nce") or m.negative >= 1, f"--loss {m.loss} needs --negative >= 1")
     _check(m.cbow_grad in CBOW_GRADS, f"cbow_grad must be one of {CBOW_GRADS}")
     _check(d.window >= 1, f"--window must be >= 1, got {d.window}")
     _check(d.min_count >= 1, f"--min-count must be >= 1, got {d.min_count}")
@@ -170,9 +170,5 @@ def validate(cfg: Config) -> Config:
     _check(t.update in UPDATE_MODES, f"--update must be one of {UPDATE_MODES}")
     _check(t.grad in GRAD_MODES, f"--grad must be one of {GRAD_MODES}")
     _check(t.threads >= 0, f"--threads must be >= 0 (0: all cores), got {t.threads}")
-    _check(
-        t.update != "fused" or (m.loss in ("ns", "hs") and t.optimizer == "sgd"),
-        "--update fused supports --loss ns or hs with --optimizer sgd",
-    )
     _check(t.dup_cap >= 1, f"--dup-cap must be >= 1 (inf: plain sum), got {t.dup_cap}")
     return cfg

@@ -51,6 +51,7 @@ __all__ = [
     "cbow_ns_update",
     "cbow_ns_update_sampled",
     "default_num_threads",
+    "make_step",
     "fused_available",
     "library_path",
     "seed_words",
@@ -58,6 +59,7 @@ __all__ = [
     "sgns_update",
     "sgns_update_sampled",
     "unavailable_reason",
+    "unsupported",
 ]
 
 SOURCE = Path(__file__).with_name("kernels") / "w2v_kernels.cc"
@@ -639,3 +641,158 @@ def cbow_hs_update(
         cbow_mean=np.int64(bool(cbow_mean)),
         exact_grad=np.int64(bool(exact_grad)),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The training step on the kernels: same signature as w2v_jax.step.make_step.
+
+
+def _sg_sgns(p, c, batch, seed, lr, inputs, negative, threads):
+    return sgns_update_sampled(
+        p["center_vecs"],
+        p["outside_vecs"],
+        batch["center"],
+        batch["context"],
+        batch["mask"],
+        c["noise"].prob,
+        c["noise"].alias,
+        seed,
+        lr,
+        negative=negative,
+        num_threads=threads,
+    )
+
+
+def _sg_hs(p, c, batch, seed, lr, inputs, negative, threads):
+    return sg_hs_update(
+        p["center_vecs"],
+        p["node_vecs"],
+        batch["center"],
+        batch["context"],
+        c["points"],
+        c["codes"],
+        c["lengths"],
+        batch["mask"],
+        lr,
+        num_threads=threads,
+    )
+
+
+def _cbow_sgns(p, c, batch, seed, lr, inputs, negative, threads):
+    return cbow_ns_update_sampled(
+        p["center_vecs"],
+        p["outside_vecs"],
+        batch["center"],
+        batch["context"],
+        batch["context_mask"],
+        batch["mask"],
+        c["noise"].prob,
+        c["noise"].alias,
+        seed,
+        lr,
+        negative=negative,
+        cbow_mean=inputs.mean,
+        exact_grad=inputs.rule == "exact",
+        num_threads=threads,
+    )
+
+
+def _cbow_hs(p, c, batch, seed, lr, inputs, negative, threads):
+    return cbow_hs_update(
+        p["center_vecs"],
+        p["node_vecs"],
+        batch["center"],
+        batch["context"],
+        batch["context_mask"],
+        c["points"],
+        c["codes"],
+        c["lengths"],
+        batch["mask"],
+        lr,
+        cbow_mean=inputs.mean,
+        exact_grad=inputs.rule == "exact",
+        num_threads=threads,
+    )
+
+
+# (kernel family, input side) -> kernel call; the objective's kernel family names which
+# objective's math the kernel implements.
+_KERNELS = {
+    ("sgns", "sg"): _sg_sgns,
+    ("hs", "sg"): _sg_hs,
+    ("sgns", "cbow"): _cbow_sgns,
+    ("hs", "cbow"): _cbow_hs,
+}
+
+
+def unsupported(objective, inputs, tx) -> str | None:
+    """Why the kernels cannot run this combination (``None`` when they can).
+
+    The kernels implement word2vec's own rule: plain SGD with a progress schedule, the hand
+    gradients of SGNS or hierarchical softmax, skip-gram or CBOW, on the CPU.
+    """
+    from w2v_jax import objectives as objectives_lib
+    from w2v_jax import optim
+
+    builtin_grads = {
+        "sgns": objectives_lib.sgns_row_grads,
+        "hs": objectives_lib.logistic_row_grads,
+    }
+    if objective.kernel not in builtin_grads or (objective.kernel, inputs.name) not in _KERNELS:
+        return (
+            f"no fused kernel implements the {objective.name!r} objective with {inputs.name!r} "
+            "(kernels: SGNS and hierarchical softmax, skip-gram and CBOW)"
+        )
+    if objective.row_grads is not builtin_grads[objective.kernel]:
+        return (
+            f"the {objective.name!r} objective's row gradients are not the kernel's "
+            "(autodiff or changed math)"
+        )
+    if not isinstance(tx, optim.ScheduledSGD):
+        return "the fused kernels apply plain SGD only (an optimizer with state needs the JAX step)"
+    if not fused_available():
+        return f"the C++ kernel is unavailable ({unavailable_reason()})"
+    return None
+
+
+def make_step(objective, inputs, tx, *, threads: int | None = None, negative: int | None = None):
+    """The training step on the kernels: ``(state, consts, batch, key) -> (state, metrics)``.
+
+    word2vec.c's own rule: pairs are applied one after another (each at fresh parameters), on
+    ``threads`` threads that share the tables without locks (Hogwild, as word2vec.c and gensim
+    do), with the exact sigmoid. Negatives are drawn inside the kernel from the objective's alias
+    table, seeded from the step's key. With ``threads=1`` the update is deterministic; with more,
+    rows that two threads touch at once make it timing-dependent. ``grad_norm`` is reported as 0
+    (the kernels never form the gradient).
+
+    Args:
+      objective, inputs, tx: as :func:`w2v_jax.step.make_step`; ``tx`` must be plain SGD.
+      threads: kernel threads (``None``: every usable core).
+      negative: K for SGNS (the width of the objective's targets); unused for HS.
+
+    Raises:
+      ValueError: naming what the kernels do not implement (:func:`unsupported`).
+    """
+    why = unsupported(objective, inputs, tx)
+    if why is not None:
+        raise ValueError(f"--update fused: {why}; use --update sparse")
+    if objective.kernel == "sgns" and negative is None:
+        raise ValueError("fused.make_step: SGNS needs negative=K")
+    kernel = _KERNELS[(objective.kernel, inputs.name)]
+
+    def step(state, consts, batch, key):
+        key = jax.random.fold_in(key, state.step)
+        lr = tx.schedule(batch["progress"]).astype(jnp.float32)
+        *tables, loss_B = kernel(
+            state.params, consts, batch, seed_words(key), lr, inputs, negative, threads
+        )
+        params = dict(zip(("center_vecs", objective.table), tables, strict=True))
+        metrics = {
+            "loss_sum": jnp.sum(loss_B).astype(jnp.float32),
+            "examples": jnp.sum(batch["mask"]).astype(jnp.float32),
+            "lr": lr,
+            "grad_norm": jnp.zeros((), jnp.float32),  # not formed by the kernels
+        }
+        return state.replace(params=params, step=state.step + 1), metrics
+
+    return step

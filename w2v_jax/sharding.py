@@ -11,7 +11,7 @@ tables (e.g. ``B/n * (2 + K)`` for skip-gram SGNS)::
     rows = where(d owns ids, table_d[ids - d*Vs], 0)   [n, M, D]  (each row is non-zero on
                                                           exactly one device)
     rows ── psum_scatter ──> rows_d [M, D]        (device d gets the rows its examples asked for)
-    loss, row grads <- gradients.py on rows_d     (local, per example)
+    loss, row grads <- step.example_grads(rows_d)  (local: the single-device model)
     payload_d = [-lr * mask * grads | loss sum]  [M + 1, D]
     payload_d ── all_gather ──> payload [n, M + 1, D]
     table_d.at[ids - d*Vs].add(payload, only where d owns the id)   (repeated ids sum)
@@ -22,9 +22,12 @@ compiles to three collectives in a chain (all-gather, reduce-scatter, all-gather
 all-reduce; ``bench/sharding.py`` counts them in the compiled HLO and ``docs/scaling.md`` has
 the numbers and what to do past a few devices.
 
-The update is the plain-SGD, batch-synchronous step of :mod:`w2v_jax.train` (``r -= lr * mask_i
-* grad_row``, scatter-added), so a sharded step gives the same tables as the single-device one up
-to float summation order (``tests/test_sharding.py``).
+The model is the objective's and the input side's, exactly as in :mod:`w2v_jax.step`: any row
+objective (SGNS, NCE, HS, a user's own) shards without new code. The update is plain
+batch-synchronous SGD (``r -= lr * mask_i * grad_row``, scatter-added) without the duplicate cap,
+so a sharded step gives the same tables as the single-device step with ``dup_cap=inf`` up to
+float summation order (``tests/test_sharding.py``). The targets (the objective's constants are
+replicated on every device) are drawn over the global batch before the ``shard_map``.
 
 Multi-host: :func:`init_distributed` wraps ``jax.distributed.initialize``; each process feeds
 its own rows of the global batch (:func:`shard_batch` uses
@@ -47,11 +50,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from w2v_jax import gradients, losses
+from w2v_jax import step as step_lib
+from w2v_jax.inputs import InputSide
+from w2v_jax.objectives import Objective
 
 AXIS = "v"  # the one mesh axis: vocabulary rows of the tables and examples of the batch
-MODELS = ("sg", "cbow")
-LOSSES = ("ns", "hs")
 CKPT_FORMAT = "w2v_jax.sharded/1"
 
 Params = dict[str, jax.Array]
@@ -159,30 +162,7 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS) 
     return out
 
 
-def hs_path_rows(tree, words) -> dict[str, np.ndarray]:
-    """Huffman path rows of ``words`` [B] for an HS batch (host numpy, gathered per batch).
-
-    Returns ``points`` [B, L] int32, ``codes`` [B, L] int32 and ``path_mask`` [B, L] float32
-    (1 on the path). Gathering on the host keeps the [V, L] Huffman tables off the devices.
-    """
-    w = np.asarray(words)
-    L = tree.points.shape[1]
-    return {
-        "points": tree.points[w].astype(np.int32),
-        "codes": tree.codes[w].astype(np.int32),
-        "path_mask": (np.arange(L)[None, :] < tree.lengths[w][:, None]).astype(np.float32),
-    }
-
-
 # ----------------------------------------------------------------------------- the step
-
-
-def _batch_keys(model: str, loss: str) -> tuple[str, ...]:
-    keys = ["center", "context", "mask"]
-    if model == "cbow":
-        keys.append("context_mask")
-    keys += ["negatives"] if loss == "ns" else ["points", "codes", "path_mask"]
-    return tuple(keys)
 
 
 def _owned_rows(table_d: jax.Array, ids: jax.Array, axis_name: str):
@@ -208,23 +188,24 @@ def _scatter_owned(table_d: jax.Array, ids: jax.Array, upd: jax.Array, axis_name
 
 def make_sharded_step(
     mesh: Mesh,
+    objective: Objective,
+    inputs: InputSide,
     *,
-    model: str,
-    loss: str,
-    cbow_mean: bool = True,
-    cbow_grad: str = "word2vec",
     axis_name: str = AXIS,
     donate: bool = True,
     sync_cpu: bool = True,
 ) -> Callable:
-    """Jitted SGD step ``(params, batch, lr) -> (params, loss_sum)`` on row-sharded tables.
+    """Jitted SGD step ``(params, consts, batch, key, lr) -> (params, loss_sum)`` on sharded tables.
+
+    The model is the single-device step's (:func:`w2v_jax.step.example_grads` on the same
+    objective and input side); only the gathers and the scatter become collectives.
 
     Args:
       mesh: a mesh with the axis ``axis_name`` (:func:`make_mesh`); its size ``n`` must divide
         the padded table rows (:func:`shard_params` ensures it) and the batch size B.
-      model: ``"sg"`` (skip-gram) or ``"cbow"``.
-      loss: ``"ns"`` (negative sampling) or ``"hs"`` (hierarchical softmax).
-      cbow_mean, cbow_grad: as ``ModelConfig.cbow_mean`` / ``cbow_grad``.
+      objective: any row objective (:mod:`w2v_jax.objectives`; the dense softmax has no rows to
+        shard and is refused).
+      inputs: skip-gram or CBOW (:mod:`w2v_jax.inputs`).
       donate: donate ``params`` (tables updated in place).
       sync_cpu: on a mesh of several CPU devices, wait for each step to finish before
         returning. XLA:CPU gives a process one launch thread per device; with many multi-device
@@ -233,49 +214,41 @@ def make_sharded_step(
         simulated devices on 2 cores). GPU and TPU meshes never wait.
 
     The returned function takes
-      params: ``{"center_vecs", "outside_vecs"}`` (ns) or ``{"center_vecs", "node_vecs"}`` (hs),
-        each [Vp, D] sharded by :func:`shard_params`.
-      batch: dict of [B, ...] arrays split along B (:func:`shard_batch`): ``center`` [B] int32,
-        ``context`` [B] (sg) or [B, C] (cbow) int32, ``mask`` [B] float32, for cbow
-        ``context_mask`` [B, C]; for ns ``negatives`` [B, K] int32; for hs ``points``,
-        ``codes``, ``path_mask`` [B, L] of the predicted word (:func:`hs_path_rows`). Other
-        keys are ignored.
+      params: ``{"center_vecs", objective.table}``, each [Vp, D] sharded by :func:`shard_params`.
+      consts: the objective's constants (``jax.device_put(objective.make_consts(counts))``),
+        replicated.
+      batch: dict of [B, ...] arrays split along B (:func:`shard_batch`) with the input side's
+        ``batch_keys``; other keys are ignored.
+      key: the step's PRNG key, as the single-device step gets it after ``fold_in(key, step)``.
       lr: [] learning rate.
 
-    and returns the new tables and ``sum_i mask_i * loss_i`` over the global batch.
+    and returns the new tables and ``sum_i mask_i * loss_i`` over the global batch. The targets
+    (negatives included) are drawn from ``key`` over the global batch, as on one device, so a
+    sharded step and a single-device step with ``dup_cap=inf`` see identical pairs.
     """
-    if model not in MODELS:
-        raise ValueError(f"make_sharded_step: model must be one of {MODELS}, got {model!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"make_sharded_step: loss must be one of {LOSSES}, got {loss!r}")
-    out_name = "node_vecs" if loss == "hs" else "outside_vecs"
-    keys = _batch_keys(model, loss)
+    if objective.dense:
+        raise ValueError(
+            f"make_sharded_step: the {objective.name!r} objective is dense (a [V, D] gradient); "
+            "only row objectives shard by vocabulary"
+        )
+    out_name = objective.table
+    keys = inputs.batch_keys
     n = mesh.shape[axis_name]
 
-    def local_step(params, batch, lr):
+    def local_step(params, batch, targets, lr):
         center_d, out_d = params["center_vecs"], params[out_name]
         dim = center_d.shape[1]
-        dtype = center_d.dtype
-        mask_B = batch["mask"]
-        b = mask_B.shape[0]
-        on_B = mask_B != 0
-        lr = jnp.asarray(lr, dtype)
-
-        # Ids this device's examples read: center_vecs rows (v_c, or the CBOW window) and the
-        # output rows that score the predicted word (o and the negatives, or the Huffman path).
-        target_B = batch["context"] if model == "sg" else batch["center"]
-        in_ids = (batch["center"] if model == "sg" else batch["context"]).reshape(-1)
-        if loss == "ns":
-            k = batch["negatives"].shape[1]
-            out_ids = jnp.concatenate([target_B, batch["negatives"].reshape(-1)])
-        else:
-            depth = batch["points"].shape[1]
-            out_ids = batch["points"].reshape(-1)
-        m_in = in_ids.shape[0]
+        lr = jnp.asarray(lr, center_d.dtype)
+        in_ids_BxC = inputs.ids(batch)
+        b, c = in_ids_BxC.shape
+        t = targets.ids.shape[1]
+        m_in = b * c
 
         # 1. all-gather the ids of both tables: [n, m_in + m_out], the same on every device.
         ids_all = jax.lax.all_gather(
-            jnp.concatenate([in_ids, out_ids]).astype(jnp.int32), axis_name, axis=0
+            jnp.concatenate([in_ids_BxC.reshape(-1), targets.ids.reshape(-1)]).astype(jnp.int32),
+            axis_name,
+            axis=0,
         )
         in_all, out_all = ids_all[:, :m_in], ids_all[:, m_in:]
         # 2. each device reads the rows it owns (zeros elsewhere); the reduce-scatter sums the
@@ -284,48 +257,17 @@ def make_sharded_step(
             [_lookup(center_d, in_all, axis_name), _lookup(out_d, out_all, axis_name)], axis=1
         )
         rows = jax.lax.psum_scatter(rows, axis_name, scatter_dimension=0)
-        in_rows, out_rows = rows[:m_in], rows[m_in:]
+        in_rows, out_rows = rows[:m_in].reshape(b, c, dim), rows[m_in:].reshape(b, t, dim)
 
-        # 3. loss and row gradients of this device's examples (gradients.py).
-        if model == "sg":
-            h_BxD = in_rows
-        else:
-            ctx_mask_BxC = batch["context_mask"]
-            h_BxD = jax.vmap(losses.cbow_hidden, in_axes=(0, 0, None))(
-                in_rows.reshape(b, -1, dim), ctx_mask_BxC, cbow_mean
-            )
-        if loss == "ns":
-            loss_B, dh_BxD, du_o_BxD, du_k_BxKxD = gradients.neg_sampling_grads_batch(
-                h_BxD, out_rows[:b], out_rows[b:].reshape(b, k, dim)
-            )
-            out_grads = jnp.concatenate([du_o_BxD, du_k_BxKxD.reshape(b * k, dim)])
-            example_of_out = jnp.concatenate([jnp.arange(b), jnp.repeat(jnp.arange(b), k)])
-        else:
-            loss_B, dh_BxD, dn_BxLxD = gradients.hierarchical_softmax_grads_batch(
-                h_BxD, out_rows.reshape(b, depth, dim), batch["codes"], batch["path_mask"]
-            )
-            out_grads = dn_BxLxD.reshape(b * depth, dim)
-            example_of_out = jnp.repeat(jnp.arange(b), depth)
-        if model == "sg":
-            in_grads = dh_BxD
-            example_of_in = jnp.arange(b)
-        else:
-            d_ctx_BxCxD = jax.vmap(gradients.cbow_context_grads, in_axes=(0, 0, None, None))(
-                dh_BxD, ctx_mask_BxC, cbow_mean, cbow_grad
-            )
-            in_grads = d_ctx_BxCxD.reshape(-1, dim)
-            example_of_in = jnp.repeat(jnp.arange(b), d_ctx_BxCxD.shape[1])
-
-        # Updates -lr * mask * grad; `where` keeps a masked-out (padding) example exactly zero.
-        scale_B = -lr * mask_B.astype(dtype)
-        grads = jnp.concatenate([in_grads, out_grads])
-        example = jnp.concatenate([example_of_in, example_of_out])
-        upd = jnp.where(on_B[example][:, None], scale_B[example][:, None] * grads, 0)
-        loss_sum = jnp.sum(jnp.where(on_B, mask_B.astype(dtype) * loss_B, 0))
+        # 3. the model: the same per-example loss and mask-weighted rows as on one device.
+        loss_B, in_grads, out_grads = step_lib.example_grads(
+            objective, inputs, in_rows, out_rows, targets, batch
+        )
+        upd = -lr * jnp.concatenate([in_grads.reshape(-1, dim), out_grads.reshape(-1, dim)])
 
         # 4. all-gather every device's updates, with its loss sum riding along as one more row
         #    (so the step needs no separate all-reduce), and scatter-add the rows it owns.
-        payload = jnp.concatenate([upd, jnp.broadcast_to(loss_sum, (1, dim))])
+        payload = jnp.concatenate([upd, jnp.broadcast_to(jnp.sum(loss_B), (1, dim))])
         # [n, m_in + m_out + 1, D], typed invariant: every device holds the same copy
         payload_all = jax.lax.all_gather(payload, axis_name, axis=0, to="invarying")
         new = dict(params)
@@ -334,17 +276,18 @@ def make_sharded_step(
         return new, jnp.sum(payload_all[:, -1, 0])
 
     table_spec = P(axis_name, None)
+    tables_spec = {"center_vecs": table_spec, out_name: table_spec}
     sharded = jax.shard_map(
         local_step,
         mesh=mesh,
-        in_specs=({"center_vecs": table_spec, out_name: table_spec}, P(axis_name), P()),
-        out_specs=({"center_vecs": table_spec, out_name: table_spec}, P()),
+        in_specs=(tables_spec, P(axis_name), P(axis_name), P()),
+        out_specs=(tables_spec, P()),
     )
 
-    def step(params, batch, lr):
+    def step(params, consts, batch, key, lr):
         missing = [k for k in keys if k not in batch]
         if missing:
-            raise KeyError(f"sharded step ({model}/{loss}): batch lacks {missing}; needs {keys}")
+            raise KeyError(f"sharded step ({inputs.name}): batch lacks {missing}; needs {keys}")
         bsz = np.shape(batch["mask"])[0]
         if bsz % n:
             raise ValueError(f"sharded step: batch size {bsz} must be a multiple of {n} devices")
@@ -354,85 +297,21 @@ def make_sharded_step(
                     f"sharded step: {name} has {table.shape[0]} rows, not a multiple of {n} "
                     "devices; pad it with shard_params"
                 )
-        return sharded(params, {k: batch[k] for k in keys}, lr)
+        batch = {k: batch[k] for k in keys}
+        # The targets of the global batch, drawn as on one device (threefry is partitionable,
+        # so XLA splits the draws over the mesh without changing them).
+        targets = objective.targets(consts, inputs.predicted(batch), key)
+        return sharded(params, batch, targets, lr)
 
     jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
     if not (sync_cpu and n > 1 and all(d.platform == "cpu" for d in mesh.devices.flat)):
         return jitted
 
-    def synced(params, batch, lr):
-        return jax.block_until_ready(jitted(params, batch, lr))
+    def synced(params, consts, batch, key, lr):
+        return jax.block_until_ready(jitted(params, consts, batch, key, lr))
 
     synced.lower = jitted.lower  # for HLO inspection, as on a jitted function
     return synced
-
-
-# ----------------------------------------------------------------------------- HLO accounting
-
-COLLECTIVES = ("all-gather", "reduce-scatter", "all-to-all", "all-reduce", "collective-permute")
-_DTYPE_BYTES = {
-    "pred": 1,
-    "s8": 1,
-    "u8": 1,
-    "s16": 2,
-    "u16": 2,
-    "f16": 2,
-    "bf16": 2,
-    "s32": 4,
-    "u32": 4,
-    "f32": 4,
-    "s64": 8,
-    "u64": 8,
-    "f64": 8,
-}
-
-
-def _shape_bytes(text: str) -> int:
-    import re
-
-    total = 0
-    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", text):
-        if dtype in _DTYPE_BYTES:
-            total += _DTYPE_BYTES[dtype] * int(np.prod([int(x) for x in dims.split(",") if x]))
-    return total
-
-
-def hlo_collectives(hlo_text: str) -> list[dict[str, Any]]:
-    """Collective ops of an HLO module text (``jitted.lower(...).compile().as_text()``).
-
-    One dict per op: ``op`` (e.g. ``"all-gather"``), ``result`` (its shape text), and
-    ``result_bytes`` / ``operand_bytes``, the sizes of its output and input buffers on one
-    device for one call. Async ``-start``/``-done`` pairs count once (the ``-start``).
-    """
-    import re
-
-    define = re.compile(
-        r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>\([^=]*?\)|\S+)\s+"
-        r"(?P<op>[\w\-]+)\((?P<args>[^)]*)\)"
-    )
-    shapes: dict[str, str] = {}
-    found = []
-    for line in hlo_text.splitlines():
-        m = define.match(line)
-        if not m:
-            continue
-        shapes[m.group("name")] = m.group("shape")
-        op = m.group("op")
-        base = op[: -len("-start")] if op.endswith("-start") else op
-        if base in COLLECTIVES:
-            found.append((base, m.group("shape"), m.group("args")))
-    ops = []
-    for op, shape, args in found:
-        operands = [a.strip().split()[-1].lstrip("%") for a in args.split(",") if a.strip()]
-        ops.append(
-            {
-                "op": op,
-                "result": shape,
-                "result_bytes": _shape_bytes(shape),
-                "operand_bytes": sum(_shape_bytes(shapes.get(a, "")) for a in operands),
-            }
-        )
-    return ops
 
 
 # ----------------------------------------------------------------------------- multi-host

@@ -1,0 +1,208 @@
+"""Tests `../w2v_jax/step.py`: one step for every objective and optimizer, row-sparse, O(1) in V."""
+
+import itertools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from _helpers import config_step, fused_or_skip
+
+from w2v_jax import hlo, objectives, optim
+from w2v_jax import inputs as inputs_lib
+from w2v_jax import step as step_lib
+from w2v_jax.config import Config, override
+
+VARIANTS = list(itertools.product(["sg", "cbow"], ["ns", "nce", "hs", "softmax"]))
+
+
+def _cfg(**kw):
+    base = dict(min_count=1, sample=0.0, window=3, dim=16, negative=5, batch_size=256)
+    base.update(kw)
+    return override(Config(), **base)
+
+
+def _counts(vocab_size, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.integers(1, 1000, size=vocab_size))[::-1].astype(np.int64)
+
+
+def _state_and_batch(cfg, vocab_size=50, b=8, c=4, seed=0, tx=None):
+    """``(step, state, consts, batch)`` for ``cfg`` on a random batch with two padded rows."""
+    rng = np.random.default_rng(seed)
+    step, consts, cfg_tx, objective = config_step(cfg, _counts(vocab_size, seed))
+    tx = cfg_tx if tx is None else tx
+    params = step_lib.init_params(objective, vocab_size, cfg.model.dim, jax.random.key(seed))
+    # Non-zero output rows so that every gradient term is exercised.
+    params = {
+        k: v + 0.1 * jax.random.normal(jax.random.key(seed + 1), v.shape, v.dtype)
+        for k, v in params.items()
+    }
+    state = step_lib.init_state(params, tx)
+    ids = lambda *s: jnp.asarray(rng.integers(0, vocab_size, size=s), jnp.int32)  # noqa: E731
+    mask = jnp.asarray((np.arange(b) < b - 2).astype(np.float32))
+    if cfg.model.model == "sg":
+        batch = {"center": ids(b), "context": ids(b), "mask": mask}
+    else:
+        cmask = jnp.asarray((rng.random((b, c)) < 0.7).astype(np.float32))
+        batch = {"center": ids(b), "context": ids(b, c), "context_mask": cmask, "mask": mask}
+    batch["progress"] = jnp.float32(0.3)
+    return step, state, consts, batch
+
+
+@pytest.mark.parametrize("model,loss", VARIANTS)
+def test_manual_and_autodiff_gradients_give_the_same_update(model, loss):
+    cfg = _cfg(model=model, loss=loss, cbow_grad="exact")
+    step, state, consts, batch = _state_and_batch(cfg)
+    auto, *_ = config_step(override(cfg, grad="autodiff"), _counts(50))
+    key = jax.random.key(3)
+    s_manual, m_manual = step(state, consts, batch, key)
+    s_auto, m_auto = auto(state, consts, batch, key)
+    for name in s_manual.params:
+        np.testing.assert_allclose(
+            s_manual.params[name], s_auto.params[name], rtol=1e-5, atol=1e-7, err_msg=name
+        )
+    np.testing.assert_allclose(m_manual["loss_sum"], m_auto["loss_sum"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_sparse_step_equals_dense_optax_step(optimizer):
+    cfg = _cfg(optimizer=optimizer)
+    step, state, consts, batch = _state_and_batch(cfg)
+    key = jax.random.key(4)
+    s_sparse, _ = step(state, consts, batch, key)
+    dense_step, *_ = config_step(override(cfg, update="dense"), _counts(50))
+    s_dense, _ = dense_step(state, consts, batch, key)
+    for name in s_sparse.params:
+        np.testing.assert_allclose(
+            s_sparse.params[name], s_dense.params[name], rtol=1e-6, atol=1e-9, err_msg=name
+        )
+
+
+def test_any_optax_rule_is_a_value_the_step_takes():
+    # A user's own optax transformation, with its own learning rate and no schedule: the row
+    # path must give the dense optax update on the rows it touches.
+    cfg = _cfg()
+    tx = optax.adagrad(0.1)
+    _, state, consts, batch = _state_and_batch(cfg, tx=tx)
+    objective, inputs = objectives.from_config(cfg), inputs_lib.from_config(cfg)
+    key = jax.random.key(5)
+    sparse = step_lib.make_step(objective, inputs, tx, dup_cap=float("inf"))
+    dense = step_lib.make_step(objective, inputs, tx, dup_cap=float("inf"), dense=True)
+    s_sparse, m = sparse(state, consts, batch, key)
+    s_dense, _ = dense(state, consts, batch, key)
+    assert np.isnan(m["lr"])  # the rule's learning rate is its own business
+    for name in s_sparse.params:
+        np.testing.assert_allclose(
+            s_sparse.params[name], s_dense.params[name], rtol=1e-6, atol=1e-9, err_msg=name
+        )
+        assert not np.array_equal(s_sparse.params[name], state.params[name])
+
+
+def test_scheduled_sgd_is_plain_sgd_at_the_schedule():
+    tx = optim.make_optimizer("sgd", 0.5, 0.1)
+    g = {"w": jnp.array([1.0, -2.0])}
+    upd, _ = tx.update(g, tx.init(g), progress=jnp.float32(0.5))
+    np.testing.assert_allclose(upd["w"], [-0.3, 0.6], rtol=1e-6)  # lr = 0.5 - 0.4 * 0.5
+
+
+def _big_outputs(cfg, vocab_size):
+    """Primitives in the step's jaxpr whose output has V rows (V much larger than B)."""
+    step, state, consts, batch = _state_and_batch(cfg, vocab_size=vocab_size)
+    jaxpr = jax.make_jaxpr(step)(state, consts, batch, jax.random.key(0))
+    found = []
+
+    def walk(jx):
+        for eqn in jx.eqns:
+            for p in eqn.params.values():
+                if hasattr(p, "jaxpr") and hasattr(p.jaxpr, "eqns"):
+                    walk(p.jaxpr)
+                elif hasattr(p, "eqns"):
+                    walk(p)
+            for v in eqn.outvars:
+                shape = getattr(v.aval, "shape", ())
+                if len(shape) >= 1 and shape[0] >= vocab_size - 1:
+                    found.append(eqn.primitive.name)
+
+    walk(jaxpr.jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("model,loss", list(itertools.product(["sg", "cbow"], ["ns", "nce", "hs"])))
+def test_step_has_no_vocab_sized_intermediate(model, loss):
+    # The only [V, ...] values a row-sparse step may produce are the scattered tables themselves.
+    found = _big_outputs(_cfg(model=model, loss=loss), vocab_size=5000)
+    assert found and set(found) <= {"scatter-add", "scatter", "pjit", "jit"}, found
+
+
+@pytest.mark.parametrize(
+    "model,loss,optimizer,update",
+    [(m, lo, "sgd", "sparse") for m, lo in itertools.product(["sg", "cbow"], ["ns", "hs"])]
+    + [
+        ("sg", "nce", "sgd", "sparse"),
+        ("sg", "ns", "adagrad", "sparse"),
+        ("sg", "ns", "sgd", "fused"),
+        ("cbow", "hs", "sgd", "fused"),
+    ],
+)
+def test_compiled_step_writes_no_vocab_sized_buffer(model, loss, optimizer, update):
+    # What XLA compiles, not only what we trace: a copy of a [V] buffer is O(V) work per step
+    # even though the jaxpr has none (the duplicate counter's zeroing scatter once caused three).
+    if update == "fused":
+        fused_or_skip()
+    v = 5003
+    cfg = _cfg(model=model, loss=loss, optimizer=optimizer, update=update)
+    step, state, consts, batch = _state_and_batch(cfg, vocab_size=v)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), batch)
+    stacked["active"] = jnp.array([True, False])  # as the host loop calls it
+    single = jax.jit(step, donate_argnums=0)
+    for fn, args in [(step_lib.make_steps(step), stacked), (single, batch)]:
+        text = fn.lower(state, consts, args, jax.random.key(0)).compile().as_text()
+        assert re.search(rf"\[{v},16\]", text), "the tables should appear in the HLO"
+        assert hlo.vocab_sized_ops(text, v) == []
+
+
+@pytest.mark.parametrize("update", ["sparse", "fused"])
+def test_inactive_steps_of_a_padded_call_are_skipped(update):
+    # The host loop pads a run's last group to steps_per_call with inactive copies, so that the
+    # scan compiles once; those steps must leave the state exactly as the real steps left it.
+    if update == "fused":
+        fused_or_skip()
+    cfg = _cfg(update=update, threads=1)
+    step, state, consts, batch = _state_and_batch(cfg)
+    steps = step_lib.make_steps(step)
+    real = jax.tree.map(lambda x: jnp.stack([x, x, x]), batch)
+    padded = jax.tree.map(lambda x: jnp.concatenate([x, x[:2]]), real)
+    padded["active"] = jnp.array([True, True, True, False, False])
+    key = jax.random.key(7)
+    s_real, m_real = steps(jax.tree.map(jnp.copy, state), consts, real, key)
+    s_pad, m_pad = steps(jax.tree.map(jnp.copy, state), consts, padded, key)
+    assert int(s_pad.step) == int(s_real.step) == 3
+    for name in s_real.params:
+        np.testing.assert_array_equal(s_pad.params[name], s_real.params[name], err_msg=name)
+    for name in m_real:
+        np.testing.assert_array_equal(m_pad[name][:3], m_real[name], err_msg=name)
+        assert not np.any(m_pad[name][3:]), name
+
+
+def test_softmax_is_the_one_dense_loss():
+    found = _big_outputs(_cfg(loss="softmax"), vocab_size=500)
+    assert "dot_general" in found
+
+
+def test_second_call_does_not_retrace():
+    cfg = _cfg()
+    step, state, consts, batch = _state_and_batch(cfg)
+    traces = []
+
+    def counted(state, consts, batch, key):
+        traces.append(1)
+        return step(state, consts, batch, key)
+
+    jitted = jax.jit(counted, donate_argnums=0)
+    state, _ = jitted(state, consts, batch, jax.random.key(0))
+    state, _ = jitted(state, consts, batch, jax.random.key(0))
+    assert len(traces) == 1
+    assert isinstance(state, step_lib.TrainState) and int(state.step) == 2

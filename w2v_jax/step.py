@@ -1,0 +1,334 @@
+r"""The train state and the one training step, for any objective, input side and optimizer.
+
+The step is one pure function ``(state, consts, batch, key) -> (state, metrics)``:
+
+1. ``key = fold_in(key, state.step)``: the host passes the same base key every call;
+2. gather the input rows the batch names (``inputs.ids``) and form ``h``; ask the objective for
+   its targets (the predicted word and K noise words, or a Huffman path) and gather their rows;
+3. row gradients from the objective (hand-derived, :mod:`w2v_jax.gradients`), each multiplied by
+   its example's mask (:func:`example_grads`, the decomposition every backend shares);
+4. apply the optimizer to the touched rows only. Plain SGD (:class:`~w2v_jax.optim.ScheduledSGD`)
+   is one scatter-add per table (``.at[ids].add``: repeated ids sum); any other element-wise
+   optax rule goes through :func:`w2v_jax.optim.sparse_apply`. The cost of a step does not depend
+   on V, except for the full softmax, which is V-wide by nature.
+
+Like word2vec.c, the update is the *sum* of the per-example gradients times the learning rate
+(word2vec.c applies each pair's gradient with ``alpha``; it never averages over pairs), so
+``alpha`` means the same thing as in word2vec.c and gensim. Within a batch all gradients are taken
+at the same parameters (batch-synchronous), where word2vec.c applies them one pair at a time.
+
+``consts`` are the objective's constant arrays (noise table, Huffman paths): an argument of the
+step, never donated, never part of the state or of a checkpoint. Other backends build steps with
+the same signature: :func:`w2v_jax.fused.make_step` (the C++ kernel) and the vocabulary-sharded
+step of :mod:`w2v_jax.sharding`; :func:`make_steps` wraps any of them in one ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from w2v_jax import optim
+from w2v_jax.inputs import InputSide
+from w2v_jax.objectives import Objective, Targets
+
+Params = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree (donated to the step).
+
+    Attributes:
+      params: ``{"center_vecs": [V, D], <objective.table>: [rows, D]}``.
+      opt_state: ``{table name: tx state}`` (``optax.EmptyState()`` for plain SGD).
+      step: [] int32, steps taken.
+      scratch: [V] float32 zeros between steps; the step counts duplicate ids in it
+        (:func:`duplicate_scale`). Not saved in checkpoints.
+    """
+
+    params: Params
+    opt_state: dict[str, Any]
+    step: jax.Array
+    scratch: jax.Array
+
+
+def init_params(objective: Objective, vocab_size: int, dim: int, key: jax.Array) -> Params:
+    """word2vec.c's initialisation: ``center_vecs ~ U(-0.5/D, 0.5/D)``, output rows zero.
+
+    Returns:
+      ``center_vecs`` [V, D] float32 and the objective's table [table_rows(V), D] float32.
+    """
+    center = jax.random.uniform(key, (vocab_size, dim), jnp.float32, -0.5 / dim, 0.5 / dim)
+    rows = objective.table_rows(vocab_size)
+    return {"center_vecs": center, objective.table: jnp.zeros((rows, dim), jnp.float32)}
+
+
+def init_state(params: Params, tx: Any) -> TrainState:
+    """A fresh :class:`TrainState` around ``params`` (one optimizer state per table)."""
+    vocab_size = params["center_vecs"].shape[0]
+    return TrainState(
+        params=params,
+        opt_state={name: tx.init(table) for name, table in params.items()},
+        step=jnp.zeros((), jnp.int32),
+        scratch=jnp.zeros((vocab_size,), jnp.float32),
+    )
+
+
+# ----------------------------------------------------------------------------- row gradients
+
+
+def example_grads(
+    objective: Objective,
+    inputs: InputSide,
+    in_rows_BxCxD: jax.Array,
+    out_rows_BxTxD: jax.Array,
+    targets: Targets,
+    batch: dict,
+):
+    """Per-example loss and mask-weighted row gradients from rows already gathered.
+
+    This is the whole model, with no table in sight: the single-device step gathers the rows
+    with plain indexing, the sharded step with collectives, and both call this.
+
+    Args:
+      in_rows_BxCxD: ``center_vecs[inputs.ids(batch)]``.
+      out_rows_BxTxD: ``params[objective.table][targets.ids]``.
+      targets: the objective's :class:`~w2v_jax.objectives.Targets` for this batch.
+      batch: the batch dict (``mask`` [B] and the input side's fields).
+
+    Returns:
+      ``(loss_B, in_grads_BxCxD, out_grads_BxTxD)``: per-example loss times the mask, and the
+      gradient rows times their example's mask (and the target mask).
+    """
+    h_BxD = inputs.hidden(in_rows_BxCxD, batch)
+    w_B = batch["mask"].astype(h_BxD.dtype)
+    loss_B, dh_BxD, drows_BxTxD = objective.row_grads(h_BxD, out_rows_BxTxD, targets)
+    w_BxT = w_B[:, None] * targets.mask.astype(w_B.dtype)
+    out_grads = drows_BxTxD * w_BxT[..., None]
+    in_grads = inputs.grads(dh_BxD * w_B[:, None], batch)
+    return loss_B * w_B, in_grads, out_grads
+
+
+def row_gradients(
+    objective: Objective, inputs: InputSide, params: Params, consts: Any, batch: dict, key
+):
+    """Per-example loss and, for each table, ``(ids [N], weighted grads [N, D], valid [N])``.
+
+    Returns:
+      ``(loss_B, updates, dense)``: ``updates[name] = (ids, grads, valid)`` for row updates
+      and ``dense[name] = grad_VxD`` for a dense objective's output table.
+    """
+    in_ids_BxC = inputs.ids(batch)
+    in_rows_BxCxD = params["center_vecs"][in_ids_BxC]
+    w_B = batch["mask"].astype(in_rows_BxCxD.dtype)
+    in_valid_BxC = inputs.valid(batch) & (w_B[:, None] > 0)
+    d = in_rows_BxCxD.shape[-1]
+    updates: dict[str, tuple] = {}
+    dense: dict[str, jax.Array] = {}
+    if objective.dense:
+        h_BxD = inputs.hidden(in_rows_BxCxD, batch)
+        loss_B, dh_BxD, dense[objective.table] = objective.dense_grads(
+            h_BxD, inputs.predicted(batch), params[objective.table], w_B
+        )
+        loss_B = loss_B * w_B
+        in_grads = inputs.grads(dh_BxD * w_B[:, None], batch)
+    else:
+        targets = objective.targets(consts, inputs.predicted(batch), key)
+        out_rows = params[objective.table][targets.ids]
+        loss_B, in_grads, out_grads = example_grads(
+            objective, inputs, in_rows_BxCxD, out_rows, targets, batch
+        )
+        out_valid = targets.mask & (w_B[:, None] * targets.mask.astype(w_B.dtype) > 0)
+        updates[objective.table] = (
+            targets.ids.reshape(-1),
+            out_grads.reshape(-1, d),
+            out_valid.reshape(-1),
+        )
+    updates["center_vecs"] = (
+        in_ids_BxC.reshape(-1),
+        in_grads.reshape(-1, d),
+        in_valid_BxC.reshape(-1),
+    )
+    return loss_B, updates, dense
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def duplicate_scale(
+    scratch_V: jax.Array, ids_N: jax.Array, valid_N: jax.Array, cap: float
+) -> tuple[jax.Array, jax.Array]:
+    r"""``min(1, cap / n_r)`` per entry, ``n_r`` = how often its row ``r`` occurs in the batch.
+
+    A row named ``n <= cap`` times gets the plain sum of its gradients, exactly as if word2vec.c
+    had applied them one after another at the same parameters. A hotter row gets
+    ``cap / n`` times the sum: at most ``cap`` pair-sized steps' worth per batch.
+
+    Why a cap: word2vec.c applies the n updates of a row one at a time, each at fresh parameters,
+    which is stable; their synchronous sum is not when n is large. For a row with curvature
+    ``c ~ sigma'(f) |h|^2`` the summed step is stable only while ``alpha * n * c < 2``. The
+    Huffman root is on every path (n = B) and a frequent word is a negative hundreds of times per
+    batch, so with ``alpha = 0.05`` and B = 4096 the plain sum diverges (CBOW-HS within a few
+    hundred steps on the default corpus), while a small cap slows the hot rows down too much
+    (cap 16: WordSim-353 0.12 vs 0.16 for skip-gram SGNS after 3 epochs; cap 1, the mean, barely
+    learns). ``cap = 64`` matched the plain sum where the sum is stable and kept CBOW-HS stable
+    (measurements in BENCHMARKS.md). ``cap = inf`` is the plain sum, the exact gradient step of
+    the batch's summed loss.
+
+    The counts live in ``scratch_V``, a [V] buffer of zeros carried in the state: scatter-add
+    the entries, gather each entry's count, scatter zeros back. That is O(N) work per step; a
+    fresh ``zeros(V)`` would cost O(V) and break the step's independence of V.
+
+    Args:
+      scratch_V: [V] float32 zeros (the state's ``scratch``; returned zeroed again).
+      ids_N: [N] int32 rows; valid_N: [N] bool (padding and masked entries do not count).
+      cap: the largest multiplicity summed in full.
+
+    Returns:
+      ``(scale_N, scratch_V)``: [N] float32 scale factors and the re-zeroed buffer.
+    """
+    counts_V = scratch_V.at[ids_N].add(valid_N.astype(scratch_V.dtype))
+    n_N = counts_V[ids_N]
+    scale_N = jnp.minimum(1.0, cap / jnp.maximum(n_N, 1.0))
+    # Zero the counts with values computed from n_N (min(n, 0) = 0, as n >= 0): the data
+    # dependence orders the gather before this scatter, so XLA updates the buffer in place
+    # instead of copying all of [V] each step (an O(V) step; tests/test_step.py checks the HLO).
+    return scale_N, counts_V.at[ids_N].set(jnp.minimum(n_N, 0.0))
+
+
+def make_step(
+    objective: Objective,
+    inputs: InputSide,
+    tx: Any,
+    *,
+    dup_cap: float = 64.0,
+    dense: bool = False,
+) -> Callable:
+    """The un-jitted single step ``(state, consts, batch, key) -> (state, metrics)``.
+
+    Args:
+      objective: the output side (:mod:`w2v_jax.objectives`).
+      inputs: the input side (:mod:`w2v_jax.inputs`).
+      tx: the optimizer: :func:`w2v_jax.optim.make_optimizer`'s rules follow word2vec's linear
+        decay in run progress; any element-wise optax rule works too (its own learning rate).
+      dup_cap: a row named n > cap times in a batch steps by ``cap/n`` times its summed gradient
+        (:func:`duplicate_scale`); ``inf`` is the plain sum.
+      dense: apply ``tx`` to whole [V, D] gradients (the optax reference, O(V) per step).
+
+    ``batch`` is a dict of arrays: ``center``, ``context``, ``mask`` (plus ``context_mask`` for
+    CBOW) and ``progress`` [] float32, the run fraction that sets the learning rate.
+
+    Metrics: ``loss_sum`` and ``examples`` (masked), ``lr`` (NaN for a rule without a schedule),
+    and ``grad_norm``, the norm of the input-side (``center_vecs``) row gradients, plus the dense
+    softmax gradient where there is one. The output-side rows are left out on purpose: reading
+    all B(K+1) of them again cost 22% of a skip-gram SGNS step on CPU (9.9-10.4 vs 7.7-8.2 ms,
+    V=30k, B=4096), while divergence shows first on the input side, whose gradient sums every
+    output row's error.
+    """
+    scatter_sgd = isinstance(tx, optim.ScheduledSGD) and not dense
+
+    def step(state: TrainState, consts: Any, batch: dict, key: jax.Array):
+        key = jax.random.fold_in(key, state.step)
+        progress = batch["progress"]
+        extra = optim.extra_args(tx, progress)
+        lr = optim.learning_rate(tx, progress)
+        loss_B, updates, dense_grads = row_gradients(
+            objective, inputs, state.params, consts, batch, key
+        )
+        params = dict(state.params)
+        opt_state = dict(state.opt_state)
+        scratch = state.scratch
+        sq = jnp.zeros((), jnp.float32)
+        for name, (ids, grads, valid) in updates.items():
+            table = params[name]
+            if math.isfinite(dup_cap):
+                scale, scratch = duplicate_scale(scratch, ids, valid, dup_cap)
+                grads = grads * scale[:, None].astype(grads.dtype)
+            if name == "center_vecs":  # the input side only: see the docstring
+                sq = sq + jnp.sum(jnp.square(grads.astype(jnp.float32)))
+            if dense:
+                g_VxD = jnp.zeros_like(table).at[ids].add(grads.astype(table.dtype))
+                params[name], opt_state[name] = optim.dense_apply(
+                    tx, table, opt_state[name], g_VxD, **extra
+                )
+            elif scatter_sgd:  # the fast path: a single scatter-add per table
+                params[name] = table.at[ids].add((-lr * grads).astype(table.dtype))
+            else:
+                ids = jnp.where(valid, ids, table.shape[0])
+                params[name], opt_state[name] = optim.sparse_apply(
+                    tx, table, opt_state[name], ids, grads, **extra
+                )
+        for name, g_VxD in dense_grads.items():
+            sq = sq + jnp.sum(jnp.square(g_VxD.astype(jnp.float32)))
+            table = params[name]
+            if scatter_sgd:
+                params[name] = table - (lr * g_VxD).astype(table.dtype)
+            else:
+                params[name], opt_state[name] = optim.dense_apply(
+                    tx, table, opt_state[name], g_VxD, **extra
+                )
+        metrics = {
+            "loss_sum": jnp.sum(loss_B).astype(jnp.float32),
+            "examples": jnp.sum(batch["mask"]).astype(jnp.float32),
+            "lr": jnp.asarray(lr, jnp.float32),
+            "grad_norm": jnp.sqrt(sq),
+        }
+        new_state = state.replace(
+            params=params, opt_state=opt_state, step=state.step + 1, scratch=scratch
+        )
+        return new_state, metrics
+
+    return step
+
+
+def make_steps(step: Callable) -> Callable:
+    """Several steps per call: ``(state, consts, batches [S, ...], key) -> (state, metrics [S])``.
+
+    One ``lax.scan`` over the leading axis of every batch field, jitted with the state donated
+    (tables updated in place). Fewer dispatches and fewer fresh temporaries than S separate
+    calls (measured in BENCHMARKS.md). Works for any step with the signature of
+    :func:`make_step` (the fused kernel's too).
+
+    ``batches`` may hold ``active`` [S] bool: a step whose flag is False is skipped (``lax.cond``;
+    the state passes through untouched, ``state.step`` included, and its metrics are zeros).
+    The host loop pads a run's last, shorter group with such steps, so that every call has the
+    same shape and XLA compiles the scan once (a second compile cost 1.6 s, a third of a
+    one-epoch run on the default corpus).
+    """
+
+    def steps(state, consts, batches, key):
+        batches = dict(batches)
+        active_S = batches.pop("active", None)
+        if active_S is None:
+            return jax.lax.scan(lambda s, b: step(s, consts, b, key), state, batches)
+        first = jax.tree.map(lambda x: x[0], batches)
+        shapes = jax.eval_shape(lambda s, b: step(s, consts, b, key)[1], state, first)
+        skipped = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+        def body(s, xs):
+            b, on = xs
+            return jax.lax.cond(on, lambda s: step(s, consts, b, key), lambda s: (s, skipped), s)
+
+        return jax.lax.scan(body, state, (batches, active_S))
+
+    return jax.jit(steps, donate_argnums=0)
+
+
+def for_config(cfg, objective: Objective, inputs: InputSide, tx: Any) -> Callable:
+    """The single step ``cfg.train.update`` names, for these values: the pure-JAX row step
+    (``sparse``), its dense optax reference (``dense``), or the C++ kernels (``fused``)."""
+    if cfg.train.update == "fused":
+        from w2v_jax import fused
+
+        return fused.make_step(
+            objective, inputs, tx, threads=cfg.train.threads or None, negative=cfg.model.negative
+        )
+    return make_step(
+        objective, inputs, tx, dup_cap=cfg.train.dup_cap, dense=cfg.train.update == "dense"
+    )

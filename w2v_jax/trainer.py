@@ -1,0 +1,431 @@
+r"""The host loop: prepare a run, restore it from a checkpoint, run it.
+
+:func:`train` resolves the config into values once (an objective, an input side, an optimizer,
+a step; :mod:`w2v_jax.objectives`, :mod:`w2v_jax.inputs`, :mod:`w2v_jax.optim`,
+:mod:`w2v_jax.step`), streams fixed-shape batches from :mod:`w2v_jax.batches`, groups
+``steps_per_call`` of them for one ``lax.scan`` call, logs honest window means and writes atomic
+checkpoints that make a resumed run bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from w2v_jax import batches as batches_lib
+from w2v_jax import corpus as corpus_lib
+from w2v_jax import inputs as inputs_lib
+from w2v_jax import objectives as objectives_lib
+from w2v_jax import optim
+from w2v_jax import step as step_lib
+from w2v_jax.config import Config, from_dict, validate
+from w2v_jax.vocab import Vocab, build_vocab
+
+CHECKPOINT_NAME = "checkpoint.w2v"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+      config: the validated config of the run.
+      vocab: the :class:`~w2v_jax.vocab.Vocab` (row i of every table is ``vocab.words[i]``).
+      params: host numpy copies of the trained tables.
+      history: one dict per logging window (loss = mean per example in that window).
+      epoch_loss: mean loss per example of each epoch.
+      words_per_sec: raw corpus words x epochs / training wall time (compilation included).
+      train_seconds: wall time of the training loop (vocabulary and encoding excluded).
+      steps: steps trained by this call (0 when a resumed run had nothing left to do).
+    """
+
+    config: Config
+    vocab: Any
+    params: dict[str, np.ndarray]
+    history: list[dict[str, float]]
+    epoch_loss: list[float]
+    words_per_sec: float
+    train_seconds: float
+    steps: int = 0
+
+    def vectors(self, which: str = "in"):
+        """A :class:`~w2v_jax.vectors.Vectors` of the input, output or summed (w + c) vectors."""
+        from w2v_jax.vectors import from_tables
+
+        return from_tables(
+            self.vocab.words, self.params["center_vecs"], self.params.get("outside_vecs"), which
+        )
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+@dataclasses.dataclass
+class LossTally:
+    """Host-side sums of the step metrics: the open logging window and the open epoch.
+
+    The step returns per-step sums (``loss_sum``, ``examples``); the host adds them here only when
+    it pulls them from the device (at logging and checkpoint time), so means are exact over any
+    window, whatever the logging period.
+    """
+
+    epoch: int
+    window_loss: float = 0.0
+    window_n: float = 0.0
+    epoch_loss: float = 0.0
+    epoch_n: float = 0.0
+    lr: float = math.nan
+    epoch_means: list[float] = dataclasses.field(default_factory=list)
+
+    def add(self, metrics: dict[str, np.ndarray], epoch: int, step: int) -> None:
+        """Adds one call's host metrics ([S] each, real steps only) from ``epoch``.
+
+        Raises:
+          FloatingPointError: a non-finite loss or gradient (the run has diverged).
+        """
+        if epoch != self.epoch:  # the previous epoch ended with the previous call
+            self.epoch_means.append(self.epoch_loss / max(self.epoch_n, 1.0))
+            self.epoch_loss = self.epoch_n = 0.0
+            self.epoch = epoch
+        ls, n = float(np.sum(metrics["loss_sum"])), float(np.sum(metrics["examples"]))
+        if not (math.isfinite(ls) and np.all(np.isfinite(metrics["grad_norm"]))):
+            raise FloatingPointError(
+                f"non-finite loss or gradient at step {step}: the run diverged; lower --alpha"
+            )
+        self.window_loss += ls
+        self.window_n += n
+        self.epoch_loss += ls
+        self.epoch_n += n
+        if len(metrics["lr"]):
+            self.lr = float(metrics["lr"][-1])
+
+    def close_epoch(self) -> None:
+        """Records the open epoch's mean at the end of a run (if it saw any example)."""
+        if self.epoch_n > 0:
+            self.epoch_means.append(self.epoch_loss / self.epoch_n)
+        self.epoch_loss = self.epoch_n = 0.0
+
+    def take_window(self) -> float | None:
+        """The open window's mean loss per example (``None`` if empty); starts a new window."""
+        if self.window_n == 0:
+            return None
+        mean = self.window_loss / self.window_n
+        self.window_loss = self.window_n = 0.0
+        return mean
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        out = {k: getattr(self, k) for k in ("window_loss", "window_n", "epoch_loss", "epoch_n")}
+        out.update({f"epoch_loss_{i}": v for i, v in enumerate(self.epoch_means)})
+        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any], epoch: int) -> LossTally:
+        per_epoch = [(int(k.rsplit("_", 1)[1]), float(v)) for k, v in d.items() if k[-1].isdigit()]
+        means = sorted(per_epoch)
+        sums = {k: float(v) for k, v in d.items() if not k[-1].isdigit()}
+        return cls(epoch=epoch, epoch_means=[v for _, v in means], **sums)
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _progress_line(row: dict[str, float], epochs: int, total_words: int, words_done: int) -> str:
+    wps = row["words_per_sec"]
+    eta = (total_words - words_done) / wps if wps > 0 else float("inf")
+    lr = f"lr {row['lr']:.5f}  " if math.isfinite(row["lr"]) else ""
+    return (
+        f"epoch {int(row['epoch']) + 1}/{epochs} {100 * row['progress']:5.1f}%  "
+        f"loss {row['loss']:.4f}  {lr}{wps / 1e3:,.0f}k words/s  ETA {_fmt_eta(eta)}"
+    )
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def _device_batch(batch, progress: float) -> dict[str, np.ndarray]:
+    fields = batch._asdict()
+    fields["progress"] = np.float32(progress)
+    return fields
+
+
+def _stack(group: list[dict[str, np.ndarray]], size: int) -> dict[str, np.ndarray]:
+    """``size`` stacked batches with ``active`` [size] bool; a short group is padded with
+    inactive copies of its last batch (skipped by the step, see :func:`step.make_steps`)."""
+    padded = group + [group[-1]] * (size - len(group))
+    out = {k: np.stack([b[k] for b in padded]) for k in group[0]}
+    out["active"] = np.arange(size) < len(group)
+    return out
+
+
+def _grouped(stream: Iterator, size: int) -> Iterator[tuple[list, Any]]:
+    """Groups of ``size`` (batch, info) pairs; the last group may be shorter."""
+    group: list = []
+    info = None
+    for batch, info in stream:
+        group.append(_device_batch(batch, info.progress))
+        if len(group) == size:
+            yield group, info
+            group = []
+    if group:
+        yield group, info
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _run_identity(cfg: Config, objective, tx) -> dict[str, str]:
+    """What a checkpoint records about values that are not in the config."""
+    return {"objective": objective.name, "optimizer": type(tx).__name__}
+
+
+def _checkpoint_payload(cfg, identity, vocab, state, position, words_done, tally) -> dict:
+    host = jax.device_get(
+        {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+    )
+    return {
+        "format": 2,
+        "config": dataclasses.asdict(cfg),
+        "identity": identity,
+        "vocab": {
+            "words": list(vocab.words),
+            "counts": np.asarray(vocab.counts),
+            "total_words": int(vocab.total_words),
+        },
+        "params": host["params"],
+        "opt_state": serialization.to_state_dict(host["opt_state"]),
+        "step": np.asarray(host["step"]),
+        "position": np.asarray(tuple(position), np.int64),
+        "words_done": int(words_done),
+        "accumulators": tally.state_dict(),
+    }
+
+
+_MODEL_FIELDS = ("model", "loss", "dim", "negative")
+
+
+def _check_resumable(ckpt: dict, cfg: Config, identity: dict, path: Path) -> None:
+    """A checkpoint resumes only the run that wrote it: model, data and seed must match."""
+    ckpt_cfg = from_dict(ckpt["config"])
+    mismatch = [f for f in _MODEL_FIELDS if getattr(ckpt_cfg.model, f) != getattr(cfg.model, f)]
+    mismatch += [
+        f
+        for f in ("seed", "batch_size", "epochs", "steps_per_call")
+        if getattr(ckpt_cfg.train, f) != getattr(cfg.train, f)
+    ]
+    if ckpt_cfg.data != cfg.data:
+        mismatch.append("data settings")
+    saved = ckpt.get("identity", {})
+    mismatch += [k for k, v in identity.items() if k in saved and saved[k] != v]
+    if mismatch:
+        raise ValueError(
+            f"checkpoint {path} was written by a different run (differs in: "
+            f"{', '.join(mismatch)}); use another --out or drop --resume"
+        )
+
+
+def _vocab_of(ckpt: dict) -> Vocab:
+    v = ckpt["vocab"]
+    return Vocab(
+        words=tuple(v["words"]),
+        counts=np.asarray(v["counts"], np.int64),
+        total_words=int(v["total_words"]),
+    )
+
+
+def _restore(state: step_lib.TrainState, ckpt: dict) -> step_lib.TrainState:
+    params = {k: jnp.asarray(np.asarray(a)) for k, a in ckpt["params"].items()}
+    opt_state = serialization.from_state_dict(state.opt_state, ckpt["opt_state"])
+    return state.replace(
+        params=params,
+        opt_state=jax.device_put(opt_state),
+        step=jnp.asarray(ckpt["step"], jnp.int32),
+    )
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def resolve(cfg: Config, *, objective=None, tx=None):
+    """``(objective, inputs, tx)``: the values ``cfg`` names, unless given (done once per run)."""
+    objective = objective if objective is not None else objectives_lib.from_config(cfg)
+    tx = tx if tx is not None else optim.from_config(cfg)
+    return objective, inputs_lib.from_config(cfg), tx
+
+
+def train(
+    corpus: Any = "wiki-sample",
+    config: Config | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Iterable[Callable[[dict[str, float]], None]] = (),
+    vocab: Any = None,
+    max_steps: int | None = None,
+    tx: Any = None,
+    objective: objectives_lib.Objective | None = None,
+) -> TrainResult:
+    """Trains word2vec on ``corpus`` (a path, a folder, or a named corpus such as ``wiki-sample``).
+
+    Args:
+      corpus: anything :func:`w2v_jax.corpus.resolve_corpus` accepts, or a ``CorpusSource``.
+      config: the run's :class:`~w2v_jax.config.Config`; ``None`` means word2vec.c's defaults.
+      out: run folder for ``checkpoint.w2v``; ``None`` writes no checkpoint.
+      resume: continue from ``out/checkpoint.w2v``; the result is bit-identical to a run that
+        was never interrupted (same machine, same config).
+      progress: print a progress line (words/s, loss, lr, ETA) to stderr every ``log_every_s``.
+      callbacks: called with each logging row (a dict), e.g. by experiment scripts.
+      vocab: a prebuilt vocabulary (skips the counting pass).
+      max_steps: stop after this many steps (for tests and profiling).
+      tx: an optimizer value instead of ``config``'s ``--optimizer``: any element-wise optax
+        transformation (``optax.adagrad(0.1)``; its own learning rate), or
+        :func:`w2v_jax.optim.make_optimizer` for word2vec's linear decay.
+      objective: an :class:`~w2v_jax.objectives.Objective` instead of ``config``'s ``--loss``.
+
+    Returns:
+      A :class:`TrainResult`.
+    """
+    # Prepare: resolve every name of the config into a value, once.
+    cfg = validate(config if config is not None else Config())
+    objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
+    one_step = step_lib.for_config(cfg, objective, inputs, tx)
+    identity = _run_identity(cfg, objective, tx)
+    ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
+
+    ckpt = None
+    if resume:
+        if ckpt_path is None:
+            raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
+        from w2v_jax.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(ckpt_path)
+        _check_resumable(ckpt, cfg, identity, ckpt_path)
+        vocab = _vocab_of(ckpt)
+
+    source = corpus
+    if isinstance(corpus, (str, Path)):
+        source = corpus_lib.resolve_corpus(
+            corpus, lowercase=cfg.data.lowercase, max_sentence_len=cfg.data.max_sentence_len
+        )
+    if vocab is None:
+        vocab = build_vocab(source.sentences(), cfg.data)
+    objective.check_vocab(len(vocab.words))
+    encoded = corpus_lib.encode_corpus(source, vocab)
+    consts = jax.device_put(objective.make_consts(vocab.counts))
+
+    # Restore (or start).
+    init_key, step_key = jax.random.split(jax.random.key(cfg.train.seed))
+    params = step_lib.init_params(objective, len(vocab.words), cfg.model.dim, init_key)
+    state = step_lib.init_state(params, tx)
+    start = batches_lib.Position(0, 0, 0)
+    words_done = 0
+    tally = LossTally(epoch=0)
+    if ckpt is not None:
+        state = _restore(state, ckpt)
+        start = batches_lib.Position(*(int(x) for x in ckpt["position"]))
+        words_done = int(ckpt["words_done"])
+        tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=start.epoch)
+    tally.epoch = start.epoch
+
+    # Run.
+    steps_fn = step_lib.make_steps(one_step)
+    stream = batches_lib.prefetch(
+        batches_lib.iterate_batches(
+            encoded,
+            vocab,
+            cfg.data,
+            batch_size=cfg.train.batch_size,
+            seed=cfg.train.seed,
+            model=cfg.model.model,
+            epochs=cfg.train.epochs,
+            start=start,
+        )
+    )
+    total_words = cfg.train.epochs * encoded.raw_words
+    history: list[dict[str, float]] = []
+    pending: list[tuple[dict, int, int]] = []  # (device metrics, epoch, real steps) not pulled
+    t0 = time.perf_counter()
+    words_at_start, steps_at_start = words_done, int(state.step)
+    last_log = last_ckpt = t0
+    position = start
+
+    def pull() -> None:
+        """Moves pending device metrics into the tally (the only sync point)."""
+        for metrics, ep, n_real in jax.device_get(pending):
+            tally.add({k: v[:n_real] for k, v in metrics.items()}, ep, int(state.step))
+        pending.clear()
+
+    def log(now: float) -> None:
+        pull()
+        loss = tally.take_window()
+        if loss is None:  # nothing trained since the last line: no empty row
+            return
+        elapsed = now - t0
+        row = {
+            "step": float(state.step),
+            "epoch": float(min(position.epoch, cfg.train.epochs - 1)),
+            "progress": words_done / max(total_words, 1),
+            "loss": loss,
+            "lr": tally.lr,
+            "words_per_sec": (words_done - words_at_start) / max(elapsed, 1e-9),
+            "elapsed": elapsed,
+        }
+        history.append(row)
+        for cb in callbacks:
+            cb(row)
+        if progress:
+            line = _progress_line(row, cfg.train.epochs, total_words, words_done)
+            print(line, file=sys.stderr, flush=True)
+
+    def checkpoint() -> None:
+        from w2v_jax.checkpoint import save_checkpoint
+
+        pull()
+        payload = _checkpoint_payload(cfg, identity, vocab, state, position, words_done, tally)
+        save_checkpoint(ckpt_path, payload)
+
+    for group, info in _grouped(stream, cfg.train.steps_per_call):
+        if max_steps is not None and int(state.step) >= max_steps:
+            break
+        ep = position.epoch
+        state, metrics = steps_fn(state, consts, _stack(group, cfg.train.steps_per_call), step_key)
+        pending.append((metrics, ep, len(group)))
+        position, words_done = info.position, info.words_done
+        now = time.perf_counter()
+        if now - last_log >= cfg.train.log_every_s:
+            log(now)
+            last_log = now
+        every = cfg.train.checkpoint_every_s
+        if ckpt_path is not None and every > 0 and now - last_ckpt >= every:
+            checkpoint()
+            last_ckpt = time.perf_counter()
+    jax.block_until_ready(state.params)
+    log(time.perf_counter())
+    tally.close_epoch()
+    if ckpt_path is not None:
+        checkpoint()
+    seconds = time.perf_counter() - t0
+    return TrainResult(
+        config=cfg,
+        vocab=vocab,
+        params=jax.device_get(state.params),
+        history=history,
+        epoch_loss=tally.epoch_means,
+        words_per_sec=(words_done - words_at_start) / max(seconds, 1e-9),
+        train_seconds=seconds,
+        steps=int(state.step) - steps_at_start,
+    )
