@@ -19,7 +19,7 @@ SUBSAMPLE_RULES = ("word2vec", "paper", "off")
 OPTIMIZERS = ("sgd", "adagrad", "adam", "rmsprop")
 CBOW_GRADS = ("word2vec", "exact")
 GRAD_MODES = ("manual", "autodiff")
-UPDATE_MODES = ("sparse", "dense", "fused")
+UPDATE_MODES = ("auto", "sparse", "dense", "fused")  # "auto": step.choose_update
 
 # Full softmax materialises [B, V] logits and a dense [V, D] gradient: refuse it past this V.
 MAX_SOFTMAX_VOCAB = 50_000
@@ -69,10 +69,11 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd with linear decay (word2vec.c), or a row-sparse optax rule
     batch_size: int = 4096  # B pairs (skip-gram) or windows (CBOW) per step
     steps_per_call: int = 8  # lax.scan length: steps fused into one device call
-    update: str = "sparse"  # "sparse" row scatter-add; "dense" optax reference; "fused" C kernel
+    update: str = "auto"  # fused C kernel where it applies on CPU, else "sparse" row scatter-add
     grad: str = "manual"  # "manual": gradients.py; "autodiff": jax.grad of losses.py
     dup_cap: float = 64.0  # a row named n times per batch steps by min(1, cap/n) x its grad sum
     threads: int = 0  # fused kernel threads (Hogwild, like word2vec.c -threads); 0: all cores
+    deterministic: bool = False  # bit-reproducible: the fused kernel on 1 thread, or pure JAX
     seed: int = 1  # word2vec.c next_random = 1 per thread
     log_every_s: float = 5.0  # progress line period (seconds)
     checkpoint_every_s: float = 600.0  # periodic atomic checkpoint (seconds); 0 disables
@@ -170,5 +171,10 @@ def validate(cfg: Config) -> Config:
     _check(t.update in UPDATE_MODES, f"--update must be one of {UPDATE_MODES}")
     _check(t.grad in GRAD_MODES, f"--grad must be one of {GRAD_MODES}")
     _check(t.threads >= 0, f"--threads must be >= 0 (0: all cores), got {t.threads}")
+    _check(
+        not (t.deterministic and t.threads > 1),
+        f"--deterministic runs the fused kernel on one thread; --threads {t.threads} would race "
+        "(Hogwild): drop one of the two flags",
+    )
     _check(t.dup_cap >= 1, f"--dup-cap must be >= 1 (inf: plain sum), got {t.dup_cap}")
     return cfg

@@ -320,15 +320,61 @@ def make_steps(step: Callable) -> Callable:
     return jax.jit(steps, donate_argnums=0)
 
 
-def for_config(cfg, objective: Objective, inputs: InputSide, tx: Any) -> Callable:
+def _platform() -> str:
+    """The platform the run's arrays live on: the default device's (``jax_default_device`` when
+    set, e.g. a CPU device on a GPU machine), else the default backend's."""
+    device = jax.config.jax_default_device
+    if device is None:
+        return jax.default_backend()
+    return device if isinstance(device, str) else device.platform
+
+
+def choose_update(cfg, objective: Objective, inputs: InputSide, tx: Any) -> tuple[str, str]:
+    """``(update, reason)``: the step ``cfg.train.update`` names, with ``auto`` resolved.
+
+    ``auto`` takes the fused C++ kernel (:mod:`w2v_jax.fused`) when the tables live on a CPU
+    device and the kernel implements this objective, input side and optimizer (plain SGD, hand
+    gradients, SGNS or hierarchical softmax, a working compiler); otherwise the pure-JAX row step
+    (``sparse``), which runs anything on any backend. An explicit name is returned as is:
+    ``fused`` where the kernel does not apply stays an error (:func:`w2v_jax.fused.make_step`).
+    ``--deterministic`` runs the kernel on one thread (:func:`_fused_threads`). This is the one
+    place that decides; the trainer prints ``reason`` and returns it with the result.
+    """
+    requested = cfg.train.update
+    if requested != "auto":
+        return requested, f"asked for with --update {requested}"
+    platform = _platform()
+    if platform != "cpu":
+        return "sparse", f"{platform.upper()}: the fused kernel runs on CPU only"
+    from w2v_jax import fused
+
+    why = fused.unsupported(objective, inputs, tx)
+    if why is not None:
+        return "sparse", why
+    threads = _fused_threads(cfg) or fused.default_num_threads()
+    how = "1 thread, deterministic" if threads == 1 else f"{threads} threads, Hogwild"
+    return "fused", (
+        f"CPU, {inputs.name} {objective.kernel.upper()} with plain SGD: the C++ kernel on {how}"
+    )
+
+
+def _fused_threads(cfg) -> int | None:
+    """The kernel's thread count: 1 under ``--deterministic``, else ``--threads`` (None: all)."""
+    return 1 if cfg.train.deterministic else (cfg.train.threads or None)
+
+
+def for_config(
+    cfg, objective: Objective, inputs: InputSide, tx: Any, *, update: str | None = None
+) -> Callable:
     """The single step ``cfg.train.update`` names, for these values: the pure-JAX row step
-    (``sparse``), its dense optax reference (``dense``), or the C++ kernels (``fused``)."""
-    if cfg.train.update == "fused":
+    (``sparse``), its dense optax reference (``dense``), or the C++ kernels (``fused``);
+    ``auto`` as :func:`choose_update` resolves it, unless ``update`` gives its answer."""
+    if update is None:
+        update, _ = choose_update(cfg, objective, inputs, tx)
+    if update == "fused":
         from w2v_jax import fused
 
         return fused.make_step(
-            objective, inputs, tx, threads=cfg.train.threads or None, negative=cfg.model.negative
+            objective, inputs, tx, threads=_fused_threads(cfg), negative=cfg.model.negative
         )
-    return make_step(
-        objective, inputs, tx, dup_cap=cfg.train.dup_cap, dense=cfg.train.update == "dense"
-    )
+    return make_step(objective, inputs, tx, dup_cap=cfg.train.dup_cap, dense=update == "dense")

@@ -47,6 +47,7 @@ class TrainResult:
       words_per_sec: raw corpus words x epochs / training wall time (compilation included).
       train_seconds: wall time of the training loop (vocabulary and encoding excluded).
       steps: steps trained by this call (0 when a resumed run had nothing left to do).
+      update, update_reason: the step that ran and why (:func:`w2v_jax.step.choose_update`).
     """
 
     config: Config
@@ -57,6 +58,8 @@ class TrainResult:
     words_per_sec: float
     train_seconds: float
     steps: int = 0
+    update: str = ""
+    update_reason: str = ""
 
     def vectors(self, which: str = "in"):
         """A :class:`~w2v_jax.vectors.Vectors` of the input, output or summed (w + c) vectors."""
@@ -302,7 +305,10 @@ def train(
     # Prepare: resolve every name of the config into a value, once.
     cfg = validate(config if config is not None else Config())
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
-    one_step = step_lib.for_config(cfg, objective, inputs, tx)
+    update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx)
+    one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
+    if progress:
+        print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
     identity = _run_identity(cfg, objective, tx)
     ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
 
@@ -428,4 +434,6 @@ def train(
         words_per_sec=(words_done - words_at_start) / max(seconds, 1e-9),
         train_seconds=seconds,
         steps=int(state.step) - steps_at_start,
+        update=update,
+        update_reason=update_reason,
     )
