@@ -86,7 +86,13 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=t.batch_size)
     p.add_argument("--steps-per-call", type=int, default=t.steps_per_call)
     p.add_argument("--optimizer", choices=config_lib.OPTIMIZERS, default=t.optimizer)
-    p.add_argument("--update", choices=config_lib.UPDATE_MODES, default=t.update)
+    p.add_argument(
+        "--update",
+        choices=config_lib.UPDATE_MODES,
+        default=t.update,
+        help="auto: the fused C++ kernel where it applies on CPU, else sparse (pure JAX); "
+        "the first progress line says which",
+    )
     p.add_argument("--grad", choices=config_lib.GRAD_MODES, default=t.grad)
     p.add_argument(
         "--dup-cap",
@@ -99,6 +105,11 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         type=int,
         default=t.threads,
         help="fused-kernel threads (--update fused); 0: all cores",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bit-reproducible vectors and resume: the fused kernel on one thread",
     )
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument(
@@ -151,6 +162,7 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
             grad=a.grad,
             dup_cap=a.dup_cap,
             threads=a.threads,
+            deterministic=a.deterministic,
             seed=a.seed,
             checkpoint_every_s=a.checkpoint_every,
         ),
@@ -206,7 +218,8 @@ def _write_outputs(a: argparse.Namespace, cfg, result, vectors, out: Path, rows:
     rows appended to metrics.jsonl in one write."""
     vectors.save_word2vec_format(_vectors_path(a, out), binary=a.format == "binary")
     _write_vocab(result.vocab, out / "vocab.txt")
-    config_text = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+    resolved = {"update_resolved": result.update, "update_reason": result.update_reason}
+    config_text = json.dumps({**dataclasses.asdict(cfg), **resolved}, indent=2) + "\n"
     fileio.atomic_write(out / "config.json", lambda f: f.write(config_text.encode()))
     metrics_path = out / "metrics.jsonl"
     try:
