@@ -202,18 +202,24 @@ def main() -> None:
         help="where the corpus and the children's caches go",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     if args.child:
         child(args)
         return
+    if args.generate:
+        generate(args.generate, int(args.tokens), int(args.words), args.zipf, args.seed)
+        return
 
     tokens, words = int(args.tokens), int(args.words)
     corpus = args.data_dir / f"zipf-T{tokens}-N{words}-s{args.zipf}-seed{args.seed}.txt"
-    if not corpus.is_file():
+    if not corpus.is_file():  # in a child: a child's ru_maxrss starts from its parent's
         t = time.perf_counter()
-        generate(corpus, tokens, words, args.zipf, args.seed)
+        cmd = [sys.executable, __file__, "--generate", str(corpus), "--tokens", str(tokens)]
+        cmd += ["--words", str(words), "--zipf", str(args.zipf), "--seed", str(args.seed)]
+        subprocess.run(cmd, check=True)
         print(f"generated {corpus} in {time.perf_counter() - t:.1f}s")
     kinds = args.kinds.split(",")
     print(

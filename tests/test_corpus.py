@@ -29,6 +29,12 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("W2V_JAX_CACHE", str(tmp_path / "cache"))
 
 
+def _small_blocks(monkeypatch, size):
+    """Read blocks of ``size`` (iter_sentences' characters, the byte reader's bytes)."""
+    monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", size)
+    monkeypatch.setattr(corpus_mod, "_BLOCK_BYTES", size)
+
+
 def write(path, text, mode="w"):
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "w":
@@ -55,7 +61,7 @@ def test_folder_reads_files_in_sorted_order_and_skips_hidden(tmp_path):
 @pytest.mark.parametrize("block_chars", [None, 3, 6, 37, 64])
 def test_long_line_is_cut_at_max_sentence_len(tmp_path, monkeypatch, block_chars):
     if block_chars:  # exercise the block-wise path for lines longer than a read block
-        monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", block_chars)
+        _small_blocks(monkeypatch, block_chars)
     words = [f"w{i}" for i in range(1003)]
     p = write(tmp_path / "text8", " " + " ".join(words) + "\nshort line\n")
     sents = list(iter_sentences(p, max_sentence_len=100))
@@ -335,7 +341,7 @@ def test_prepare_matches_the_reference(
     tmp_path, monkeypatch, seed, compression, n_files, block, settings, data
 ):
     if block:  # tiny read blocks: lines and tokens cut across blocks
-        monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", block)
+        _small_blocks(monkeypatch, block)
     text = _random_text(np.random.default_rng(seed), 300, 60)
     path = _write_corpus(tmp_path / "c", text, compression, n_files)
     src = resolve_corpus(str(path), **settings)
@@ -349,7 +355,7 @@ def test_prepare_matches_the_reference(
 
 
 def test_prepare_matches_the_reference_on_a_long_single_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", 1000)  # text8-like: one line, many blocks
+    _small_blocks(monkeypatch, 1000)  # text8-like: one line, many blocks
     text = _random_text(np.random.default_rng(11), 400, 500, tricky=False).replace("\n", " ")
     path = write(tmp_path / "text8", text)
     src = resolve_corpus(str(path), max_sentence_len=37)
@@ -388,7 +394,7 @@ def test_prepare_caches_vocab_and_encoding(tmp_path, monkeypatch):
 
 
 def test_progress_is_reported_while_reading(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(corpus_mod, "_BLOCK_CHARS", 256)
+    _small_blocks(monkeypatch, 256)
     src = _source(tmp_path, "one two three four\n" * 200)
     seen = []
     vocab, _ = corpus_mod.prepare_corpus(

@@ -559,7 +559,10 @@ _ASCII_LOWER = bytes.maketrans(
 )
 _MASKS = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)  # low n bytes
 _SHORT = 16  # longest token packed into (lo, hi)
-_PIECE = 1 << 22  # tokens per piece when the id file is read back
+_BLOCK_BYTES = 1 << 20  # bytes read at a time: ~250k tokens, ~40 MB of numpy temporaries
+_PIECE = 1 << 20  # tokens per piece when the id file is read back
+_COUNT_PIECE = 1 << 23  # ... when counting: a bincount costs O(distinct words) per piece
+_MAX_LOAD = 0.7  # the table grows to twice the words when fuller than this
 _K1, _K2, _K3 = (np.uint64(k) for k in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0xBF58476D1CE4E5B9))
 _COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
 
@@ -787,7 +790,6 @@ class _Words:
       table: packed words of up to 16 bytes -> id.
       long: longer words (UTF-8 bytes) -> id.
       lo, hi: [capacity] uint64 packed word of each id (0, 0 for long words).
-      counts: [capacity] int64.
       n: ids assigned.
     """
 
@@ -795,13 +797,12 @@ class _Words:
     long: dict
     lo: np.ndarray
     hi: np.ndarray
-    counts: np.ndarray
     n: int = 0
 
     @classmethod
     def empty(cls) -> _Words:
         z = np.zeros(1 << 16, np.uint64)
-        return cls(_new_table(1 << 17), {}, z, z.copy(), np.zeros(1 << 16, np.int64))
+        return cls(_new_table(1 << 17), {}, z, z.copy())
 
     def word(self, i: int) -> bytes:
         if self.lo[i] == 0:
@@ -810,26 +811,28 @@ class _Words:
 
 
 def _grow(words: _Words, more: int) -> None:
-    """Room for ``more`` new ids: a bigger table (rehashed) and longer id arrays."""
+    """Room for ``more`` new ids: longer id arrays (x1.5) and, past ``_MAX_LOAD``, a table twice
+    the words, rehashed a million keys at a time (bounded temporaries)."""
     need = words.n + more
     if need > words.lo.shape[0]:
-        size = max(need, 2 * words.lo.shape[0])
-        for name in ("lo", "hi", "counts"):
+        size = max(need, words.lo.shape[0] * 3 // 2)
+        for name in ("lo", "hi"):
             old = getattr(words, name)
             new = np.zeros(size, old.dtype)
             new[: words.n] = old[: words.n]
             setattr(words, name, new)
-    if 2 * need > words.table.lo.shape[0]:
-        table = _new_table(4 * need)
-        short = np.flatnonzero(words.lo[: words.n] != 0)
-        table.ids[_insert(table, words.lo[short], words.hi[short])] = short
-        words.table = table
+    if need > _MAX_LOAD * words.table.lo.shape[0]:
+        words.table = table = _new_table(2 * need)
+        for begin in range(0, words.n, 1 << 20):
+            ids = np.arange(begin, min(words.n, begin + (1 << 20)))
+            ids = ids[words.lo[ids] != 0]  # long words live in the dict
+            table.ids[_insert(table, words.lo[ids], words.hi[ids])] = ids
 
 
 def _ids_of_chunk(chunk: bytes, words: _Words, add: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """[n] int32 ids of the chunk's tokens (-1: unknown, only when not ``add``), and the tokens
     per line (see :func:`_split`). With ``add``, new words get ids in order of first
-    appearance and every token is counted."""
+    appearance."""
     starts, lengths, per_line = _split(chunk)
     lo, hi = _pack(chunk, starts, lengths)
     long_at = np.flatnonzero(lengths > _SHORT)
@@ -870,9 +873,6 @@ def _ids_of_chunk(chunk: bytes, words: _Words, add: bool) -> tuple[np.ndarray, n
     if long_at.size:
         get = words.long.get
         ids[long_at] = [get(w, -1) for w in long_words]
-    if add:
-        counted = np.bincount(ids, minlength=words.n)
-        words.counts[: words.n] += counted
     return ids, per_line
 
 
@@ -908,7 +908,7 @@ def _scan(
     for file in files:
         carry = 0  # tokens so far of the line that is still open
         read = 0
-        for chunk, read in _chunks(file, source.lowercase, _BLOCK_CHARS):
+        for chunk, read in _chunks(file, source.lowercase, _BLOCK_BYTES):
             ids, per_line = _ids_of_chunk(chunk, words, add)
             ids.tofile(ids_out)
             tokens += ids.shape[0]
@@ -941,7 +941,7 @@ def _byte_sentences(source: CorpusSource) -> Iterator[list[bytes]]:
     n_tokens = 0
     for file in _list_files(Path(source.path)):
         pending: list[bytes] = []
-        for chunk, _ in _chunks(file, source.lowercase, _BLOCK_CHARS):
+        for chunk, _ in _chunks(file, source.lowercase, _BLOCK_BYTES):
             tokens = chunk.split()  # the same tokens as _split: the chunk is normalised
             n_tokens += len(tokens)
             ends = np.cumsum(_split(chunk)[2]).tolist()
@@ -1133,9 +1133,20 @@ def _load_vocab_cache(path: Path) -> Vocab | None:
         return None  # absent or damaged: count again
 
 
-def _vocab_of(words: _Words, n_tokens: int, cfg: DataConfig) -> tuple[Vocab, np.ndarray, int]:
-    """The vocabulary chosen from a counting scan; [V] scan ids of its words; distinct words."""
-    counts = words.counts[: words.n]
+def _count_ids(id_file: str, n_words: int) -> np.ndarray:
+    """[U] int64 occurrences of each id in the scan's id file (after the scan: a count per
+    block would cost O(distinct words) each time)."""
+    counts = np.zeros(n_words, np.int64)
+    with open(id_file, "rb") as f:
+        while (piece := np.fromfile(f, dtype=np.int32, count=_COUNT_PIECE)).size:
+            counts += np.bincount(piece, minlength=n_words)
+    return counts
+
+
+def _vocab_of(
+    words: _Words, counts: np.ndarray, n_tokens: int, cfg: DataConfig
+) -> tuple[Vocab, np.ndarray]:
+    """The vocabulary chosen from a counting scan, and [V] the scan ids of its words."""
     order = select_words(counts, n_tokens, cfg, lambda i: words.word(i).decode("utf-8"))
     packed = np.empty(order.shape[0], dtype="<u8,<u8")
     packed["f0"], packed["f1"] = words.lo[order], words.hi[order]
@@ -1148,7 +1159,7 @@ def _vocab_of(words: _Words, n_tokens: int, cfg: DataConfig) -> tuple[Vocab, np.
         counts=counts[order],
         total_words=n_tokens,
     )
-    return vocab, order, words.n
+    return vocab, order
 
 
 def prepare_corpus(
@@ -1194,14 +1205,15 @@ def prepare_corpus(
         words = _Words.empty()
         with open(id_file, "wb") as f:
             raw, n_tokens = _scan(source, words, True, f, progress, "count+encode")
-        vocab, order, n_words = _vocab_of(words, n_tokens, cfg)
+        counts = _count_ids(id_file, words.n)
+        vocab, order = _vocab_of(words, counts, n_tokens, cfg)
         del words  # the table of every distinct word: no longer needed
         _save_vocab_cache(vocab_path, vocab)
         folder, key = _entry_folder(source, vocab, cache_dir)
         cached = _load_entry(folder, key)
         if cached is not None:
             return vocab, cached
-        to_vocab = np.full(n_words + 1, -1, np.int32)
+        to_vocab = np.full(counts.shape[0] + 1, -1, np.int32)
         to_vocab[order] = np.arange(order.shape[0], dtype=np.int32)
         n_kept = int(vocab.counts.sum())
         return vocab, _write_entry(folder, key, source, vocab, id_file, to_vocab, raw, n_kept)
