@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from w2v_jax.config import DataConfig
-from w2v_jax.vocab import Vocab, build_vocab, load_vocab, save_vocab
+from w2v_jax.vocab import (
+    Vocab,
+    build_vocab,
+    count_words,
+    load_vocab,
+    save_vocab,
+    select_words,
+    vocab_from_counter,
+)
 
 
 def cfg(**kw):
@@ -105,3 +113,23 @@ def test_vocab_is_frozen_and_checks_lengths():
         v.total_words = 4
     with pytest.raises(ValueError, match="2 words but 1 counts"):
         Vocab(("a", "b"), np.array([2]), 3)
+
+
+def test_bytes_counter_gives_the_same_vocab_as_str_tokens():
+    # corpus.prepare_corpus counts UTF-8 bytes tokens with max_vocab_size; the words come back
+    # decoded, in the same order and with the same pruning as counting str tokens.
+    sents = [["der", "größte", "der", "x"], ["größte", "y", "der"]] * 3 + [["z"] * 4]
+    c = cfg(min_count=1, max_vocab_size=3)
+    counts, total = count_words(([w.encode() for w in s] for s in sents), c.max_vocab_size)
+    from_bytes = vocab_from_counter(counts, total, c)
+    ref = build_vocab(sents, c)
+    assert from_bytes.words == ref.words and from_bytes.total_words == ref.total_words
+    np.testing.assert_array_equal(from_bytes.counts, ref.counts)
+
+
+def test_select_words_orders_by_count_then_table_order():
+    counts = np.array([1, 3, 2, 3, 1], np.int64)
+    order = select_words(counts, 10, cfg(min_count=2), str)
+    np.testing.assert_array_equal(order, [1, 3, 2])
+    with pytest.raises(ValueError, match="most frequent, '1', occurs 3 times"):
+        select_words(counts, 10, cfg(min_count=4), str)
