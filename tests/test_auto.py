@@ -1,0 +1,165 @@
+"""Tests `--update auto` (:func:`w2v_jax.step.choose_update`) and `--deterministic`.
+
+``auto`` takes the fused C++ kernel where it implements the run on CPU and the pure-JAX sparse
+step otherwise, says why in the first stderr line and in config.json; ``--deterministic`` makes
+two runs, and an interrupted-then-resumed run, byte-identical. Training runs use a 2,000-word
+corpus, D=8 (about a second each).
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from _helpers import fused_or_skip
+
+from w2v_jax import cli, fused, trainer
+from w2v_jax import step as step_lib
+from w2v_jax.config import Config, override
+from w2v_jax.trainer import train
+
+TINY = ["--min-count", "1", "--sample", "0", "--dim", "8", "--epochs", "2", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(50)]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(" ".join(rng.choices(words, k=20)) for _ in range(100)) + "\n")
+    return str(path)
+
+
+def _choice(**changes):
+    cfg = override(Config(), **changes)
+    return step_lib.choose_update(cfg, *trainer.resolve(cfg))
+
+
+# ----------------------------------------------------------------------------- the choice
+
+
+@pytest.mark.parametrize("model", ["sg", "cbow"])
+@pytest.mark.parametrize("loss", ["ns", "hs"])
+def test_auto_takes_the_fused_kernel_for_sgns_and_hs_with_sgd_on_cpu(model, loss):
+    fused_or_skip()
+    update, reason = _choice(model=model, loss=loss)
+    assert update == "fused"
+    assert reason.startswith("CPU") and "plain SGD" in reason and "C++ kernel" in reason
+
+
+@pytest.mark.parametrize(
+    "changes,why",
+    [
+        (dict(loss="nce"), "'nce' objective"),
+        (dict(loss="softmax"), "'softmax' objective"),
+        (dict(optimizer="adagrad"), "plain SGD only"),
+        (dict(grad="autodiff"), "autodiff"),
+    ],
+)
+def test_auto_takes_the_sparse_step_where_the_kernel_lacks_the_math(changes, why):
+    update, reason = _choice(**changes)
+    assert update == "sparse"
+    assert why in reason
+
+
+def test_auto_takes_the_sparse_step_without_the_kernel(monkeypatch):
+    monkeypatch.setattr(fused, "fused_available", lambda: False)
+    monkeypatch.setattr(fused, "unavailable_reason", lambda: "no C++ compiler found (test)")
+    assert _choice() == ("sparse", "the C++ kernel is unavailable (no C++ compiler found (test))")
+
+
+def test_auto_takes_the_sparse_step_off_cpu(monkeypatch):
+    monkeypatch.setattr(step_lib, "_platform", lambda: "gpu")
+    assert _choice() == ("sparse", "GPU: the fused kernel runs on CPU only")
+
+
+def test_explicit_update_is_kept_and_fused_without_its_math_is_an_error():
+    for update in ("sparse", "dense", "fused"):
+        assert _choice(update=update)[0] == update
+    cfg = override(Config(), loss="nce", update="fused")
+    with pytest.raises(ValueError, match="--update fused: no fused kernel implements the 'nce'"):
+        step_lib.for_config(cfg, *trainer.resolve(cfg))
+
+
+def test_deterministic_runs_the_kernel_on_one_thread_and_refuses_more():
+    fused_or_skip()
+    assert _choice(deterministic=True, threads=1) == (
+        "fused",
+        "CPU, sg SGNS with plain SGD: the C++ kernel on 1 thread, deterministic",
+    )
+    with pytest.raises(ValueError, match="--deterministic runs the fused kernel on one thread"):
+        override(Config(), deterministic=True, threads=2)
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def test_choice_is_the_first_stderr_line_and_in_config_json(corpus, tmp_path, capsys):
+    fused_or_skip()
+    assert cli.main(["train", "--corpus", corpus, "--out", str(tmp_path), *TINY]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("update: fused (CPU, sg SGNS with plain SGD: the C++ kernel on ")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["train"]["update"] == "auto"
+    assert saved["update_resolved"] == "fused"
+    assert first == f"update: fused ({saved['update_reason']})"
+
+
+def test_without_the_kernel_a_real_run_says_sparse_and_why(corpus, tmp_path):
+    env = dict(os.environ, W2V_JAX_DISABLE_FUSED="1")
+    cmd = [sys.executable, "-m", "w2v_jax.cli", "train", "--corpus", corpus, *TINY]
+    r = subprocess.run(cmd + ["--out", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    reason = "the C++ kernel is unavailable (RuntimeError: disabled by W2V_JAX_DISABLE_FUSED)"
+    assert r.stderr.splitlines()[0] == f"update: sparse ({reason})"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["update_resolved"], saved["update_reason"]) == ("sparse", reason)
+
+
+def test_deterministic_with_several_threads_is_one_line_exit_2(corpus, tmp_path, capsys):
+    argv = ["train", "--corpus", corpus, "--out", str(tmp_path), "--deterministic"]
+    assert cli.main([*argv, "--threads", "2", *TINY]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err == (
+        "w2v-jax: error: --deterministic runs the fused kernel on one thread; --threads 2 would "
+        "race (Hogwild): drop one of the two flags\n"
+    )
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_deterministic_runs_write_byte_identical_vectors(corpus, tmp_path, capsys):
+    for name in ("a", "b"):
+        argv = ["train", "--corpus", corpus, "--out", str(tmp_path / name), "--deterministic"]
+        assert cli.main([*argv, *TINY]) == 0
+    a, b = ((tmp_path / n / "vectors.bin").read_bytes() for n in "ab")
+    assert a == b
+    if fused.fused_available():
+        assert "on 1 thread, deterministic" in capsys.readouterr().err.splitlines()[0]
+
+
+def test_deterministic_resume_is_byte_identical(corpus, tmp_path):
+    cfg = override(
+        Config(),
+        min_count=1,
+        sample=0.0,
+        dim=8,
+        epochs=2,
+        batch_size=64,
+        steps_per_call=2,
+        log_every_s=1e9,
+        checkpoint_every_s=0.0,
+        deterministic=True,
+    )
+    full = train(corpus, cfg, progress=False)
+    part = train(corpus, cfg, out=tmp_path, progress=False, max_steps=6)
+    assert 0 < part.steps < full.steps
+    resumed = train(corpus, cfg, out=tmp_path, resume=True, progress=False)
+    assert resumed.update == full.update == ("fused" if fused.fused_available() else "sparse")
+    for name in full.params:
+        assert resumed.params[name].tobytes() == full.params[name].tobytes(), name
+        assert not np.array_equal(part.params[name], full.params[name]), name
