@@ -19,7 +19,10 @@ VARIANTS = list(itertools.product(["sg", "cbow"], ["ns", "nce", "hs", "softmax"]
 
 
 def _cfg(**kw):
-    base = dict(min_count=1, sample=0.0, window=3, dim=16, negative=5, batch_size=256)
+    # The pure-JAX step unless a test names another (the default, "auto", is fused on CPU).
+    base = dict(
+        min_count=1, sample=0.0, window=3, dim=16, negative=5, batch_size=256, update="sparse"
+    )
     base.update(kw)
     return override(Config(), **base)
 
