@@ -7,12 +7,12 @@ wiki-sample, 3 epochs, D = 50, 1 seed; the skip-gram full softmax alone takes 2.
 Expected (1 seed, measured with jax 0.10.2; WordSim-353 / SimLex-999 Spearman, words/s):
 skip-gram softmax 0.35 / 0.13 at ~10k words/s, SGNS 0.28 / 0.11 at ~120k, HS 0.40 / 0.15 at
 ~80k; CBOW softmax 0.25 / 0.02 at ~130k, SGNS 0.24 / 0.07 at ~200k, HS 0.35 / 0.15 at ~340k.
-NCE (Mikolov et al. 2013b, Table 1 compares it with SGNS) was added later: run
-``--losses nce`` to add its rows to an existing results folder (its numbers are in
-BENCHMARKS.md). So at this small V the full softmax is 8-12x slower than SGNS for skip-gram (measured while
-another job shared the cores) and no better than HS. Read quality gaps under ~0.05 as seed noise
-(the sweep's std over seeds is 0.01-0.03), and note that 73% of the WordSim pairs, 84% of the
-SimLex pairs and 96% of the analogies are out of vocabulary at V = 2,912 (``*_oov`` fields).
+NCE (Mikolov et al. 2013b, Table 1 compares it with SGNS) was added later: run ``--losses nce``
+to add its rows to an existing results folder (its numbers are in BENCHMARKS.md). So at this
+small V the full softmax is 8-12x slower than SGNS for skip-gram (measured while another job
+shared the cores) and no better than HS. Read quality gaps under ~0.05 as seed noise (the
+sweep's std over seeds is 0.01-0.03), and note that 73% of the WordSim pairs, 84% of the SimLex
+pairs and 96% of the analogies are out of vocabulary at V = 2,912 (``*_oov`` fields).
 
 Every variant sees the same corpus, vocabulary, D, epochs, window and seed, with word2vec.c's
 learning rates (0.025 skip-gram, 0.05 CBOW). The full softmax is V-wide per example ([B, V]
@@ -37,8 +37,11 @@ from w2v_jax import config as config_lib
 from w2v_jax import experiment as ex
 
 NAME = "compare_losses"
-QUICK = dict(epochs=3, dim=50, max_final_vocab=3000)
-FULL = dict(epochs=5, dim=100)
+# The pure-JAX step for every row: the default (auto) would run SGNS and HS on the fused per-pair
+# kernel and the softmax and NCE on the batch-synchronous step, so the table would compare update
+# rules along with losses. ``--set update=auto`` gives the faster, mixed table.
+QUICK = dict(epochs=3, dim=50, max_final_vocab=3000, update="sparse")
+FULL = dict(epochs=5, dim=100, update="sparse")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,14 +5,15 @@
 Runtime: 22 min on 2 shared, busy CPU cores (27 runs: 3 epochs, D = 50, skip-gram SGNS on
 wiki-sample, V = 9,002; from 6 s per run at W = 2, K = 2 to 160 s at W = 10, K = 15); plain
 ``--quick`` (1 seed, 9 runs) takes about 7 min there.
-Expected (mean ± std over 3 seeds; measured with jax 0.10.2): WordSim-353 Spearman rises
-with the window, 0.01-0.12 at W = 2, 0.14-0.17 at W = 5, 0.27-0.28 at W = 10; K moves it by
-at most 0.035, except that W = 2, K = 2 collapses to 0.01. SimLex-999 follows (0.01-0.05,
-0.07-0.10, 0.14-0.16). Analogy accuracy stays under 4% (81% of the Google questions are out of
-vocabulary on this 453k-token corpus, and 3 epochs at D = 50 is far from converged) but grows
-with both W and K, best at W = 10, K = 15 (3.3%). Words/s falls roughly as 1 / (W (K + 1)),
-~200k at W = 2, K = 2 to ~8.5k at W = 10, K = 15 on that machine. The table is
-docs/results/sweep_table.md.
+Expected (mean ± std over 3 seeds; measured with jax 0.10.2 and the pure-JAX step, which ``--set
+update=sparse`` selects; the default ``auto`` now takes the fused kernel on CPU, faster and not
+re-measured here): WordSim-353 Spearman rises with the window, 0.01-0.12 at W = 2, 0.14-0.17 at
+W = 5, 0.27-0.28 at W = 10; K moves it by at most 0.035, except that W = 2, K = 2 collapses to
+0.01. SimLex-999 follows (0.01-0.05, 0.07-0.10, 0.14-0.16). Analogy accuracy stays under 4% (81%
+of the Google questions are out of vocabulary on this 453k-token corpus, and 3 epochs at D = 50
+is far from converged) but grows with both W and K, best at W = 10, K = 15 (3.3%). Words/s falls
+roughly as 1 / (W (K + 1)), ~200k at W = 2, K = 2 to ~8.5k at W = 10, K = 15 on that machine.
+The table is docs/results/sweep_table.md.
 
 Without ``--quick``: 5 epochs, D = 100, 3 seeds per cell (27 runs, roughly an hour or more
 on 2 cores).
