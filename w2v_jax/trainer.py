@@ -5,13 +5,31 @@ a step; :mod:`w2v_jax.objectives`, :mod:`w2v_jax.inputs`, :mod:`w2v_jax.optim`,
 :mod:`w2v_jax.step`), streams fixed-shape batches from :mod:`w2v_jax.batches`, groups
 ``steps_per_call`` of them for one ``lax.scan`` call, logs honest window means and writes atomic
 checkpoints that make a resumed run bit-identical to an uninterrupted one.
+
+Resuming. A checkpoint records the run's config, the objective and optimizer it used, its
+vocabulary and a fingerprint of the encoded corpus (sha256 of the ids). ``resume=True`` refuses,
+before anything is written, a corpus or any setting that changes the trajectory, naming each
+difference with both values: every field of ``DataConfig``, ``ModelConfig`` and ``TrainConfig``
+(``--alpha`` compared as the rate it resolves to) except those in :data:`RESUMABLE_SETTINGS`,
+which may change on resume: ``log_every_s``, ``checkpoint_every_s``, and ``threads`` unless
+``update`` is ``"fused"`` (only the fused kernel uses threads; Hogwild results depend on them).
+A checkpoint already at the end of its last epoch trains nothing: ``steps`` is 0 and
+``nothing_trained`` says why, and the checkpoint is not rewritten.
+
+Interrupts. While the loop runs in the main thread, SIGINT and SIGTERM finish the current device
+call, write a checkpoint (when ``out`` is given) and raise :class:`TrainingInterrupted`; a second
+signal raises it at once, without a new checkpoint (the write is atomic: the old checkpoint or
+the new one stays, never a torn file). The previous handlers are back when :func:`train` exits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -28,7 +46,8 @@ from w2v_jax import inputs as inputs_lib
 from w2v_jax import objectives as objectives_lib
 from w2v_jax import optim
 from w2v_jax import step as step_lib
-from w2v_jax.config import Config, from_dict, validate
+from w2v_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from w2v_jax.config import Config, flat, from_dict, validate
 from w2v_jax.vocab import Vocab, build_vocab
 
 CHECKPOINT_NAME = "checkpoint.w2v"
@@ -48,6 +67,8 @@ class TrainResult:
       train_seconds: wall time of the training loop (vocabulary and encoding excluded).
       steps: steps trained by this call (0 when a resumed run had nothing left to do).
       update, update_reason: the step that ran and why (:func:`w2v_jax.step.choose_update`).
+      nothing_trained: why this call trained no step, in words ("" when it trained, or when
+        ``max_steps`` stopped it).
     """
 
     config: Config
@@ -60,6 +81,7 @@ class TrainResult:
     steps: int = 0
     update: str = ""
     update_reason: str = ""
+    nothing_trained: str = ""
 
     def vectors(self, which: str = "in"):
         """A :class:`~w2v_jax.vectors.Vectors` of the input, output or summed (w + c) vectors."""
@@ -68,6 +90,22 @@ class TrainResult:
         return from_tables(
             self.vocab.words, self.params["center_vecs"], self.params.get("outside_vecs"), which
         )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped :func:`train` (a ``KeyboardInterrupt``, so code that handles
+    Ctrl-C handles it too).
+
+    Attributes:
+      path: the checkpoint written at the interrupt, or ``None`` (no ``out``, or a second signal
+        stopped the run at once: then the previous checkpoint, if any, is the one to resume).
+      step: the step the checkpoint holds (``None`` after a second signal).
+      signum: the signal (``signal.SIGINT`` or ``signal.SIGTERM``).
+    """
+
+    def __init__(self, path: Path | None, step: int | None, signum: int):
+        super().__init__(path, step, signum)
+        self.path, self.step, self.signum = path, step, signum
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -190,12 +228,25 @@ def _grouped(stream: Iterator, size: int) -> Iterator[tuple[list, Any]]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _run_identity(cfg: Config, objective, tx) -> dict[str, str]:
-    """What a checkpoint records about values that are not in the config."""
-    return {"objective": objective.name, "optimizer": type(tx).__name__}
+def _run_identity(cfg: Config, objective, tx, update: str) -> dict[str, str]:
+    """What a checkpoint records about values that are not in the config (``update`` is the
+    step that ran, ``auto`` resolved)."""
+    return {"objective": objective.name, "optimizer": type(tx).__name__, "update": update}
 
 
-def _checkpoint_payload(cfg, identity, vocab, state, position, words_done, tally) -> dict:
+def corpus_fingerprint(encoded: corpus_lib.EncodedCorpus, name: str) -> dict[str, Any]:
+    """What a checkpoint records about the corpus: sha256 of the encoded ids, sentence bounds
+    and raw word count (about 1 GB/s, once per run), plus sizes and a name for messages."""
+    h = hashlib.sha256()
+    h.update(np.asarray([encoded.num_tokens, encoded.raw_words], np.int64).tobytes())
+    h.update(np.ascontiguousarray(encoded.sentence_starts).tobytes())
+    ids, block = encoded.ids, 1 << 24  # memory-mapped: hashed block by block
+    for lo in range(0, ids.shape[0], block):
+        h.update(np.ascontiguousarray(ids[lo : lo + block]).tobytes())
+    return {"sha256": h.hexdigest(), "words": encoded.num_tokens, "name": name}
+
+
+def _checkpoint_payload(cfg, identity, corpus, vocab, state, position, words_done, tally) -> dict:
     host = jax.device_get(
         {"params": state.params, "opt_state": state.opt_state, "step": state.step}
     )
@@ -203,6 +254,7 @@ def _checkpoint_payload(cfg, identity, vocab, state, position, words_done, tally
         "format": 2,
         "config": dataclasses.asdict(cfg),
         "identity": identity,
+        "corpus": corpus,
         "vocab": {
             "words": list(vocab.words),
             "counts": np.asarray(vocab.counts),
@@ -217,27 +269,76 @@ def _checkpoint_payload(cfg, identity, vocab, state, position, words_done, tally
     }
 
 
-_MODEL_FIELDS = ("model", "loss", "dim", "negative")
+# Settings that may change on --resume: they do not change the trajectory. ``threads`` and
+# ``deterministic`` (the kernel's thread count) join them unless the run's update is "fused";
+# ``update`` itself is compared as the step that ran (identity), so "auto" equals what it chose.
+RESUMABLE_SETTINGS = ("log_every_s", "checkpoint_every_s")
+_FUSED_ONLY = ("threads", "deterministic")
+# How a setting is named in messages, where it is not "--" + the field with dashes.
+_SETTING_NAMES = {
+    "dynamic_window": "dynamic_window (--fixed-window)",
+    "cbow_mean": "cbow_mean (--cbow-sum)",
+    "max_sentence_len": "max_sentence_len",
+    "chunk_tokens": "chunk_tokens",
+}
+# The identity's values, where the config does not name them (objective=, tx= arguments).
+_IDENTITY_NAMES = {"objective": "objective (objective=)", "optimizer": "optimizer (tx=)"}
+
+
+def _trajectory_settings(cfg: Config, update: str) -> dict[str, Any]:
+    """The settings a resume must keep, by field name (``alpha``: the rate it resolves to)."""
+    values = {**flat(cfg), "alpha": cfg.alpha}
+    skip = {*RESUMABLE_SETTINGS, "update", *(_FUSED_ONLY if update != "fused" else ())}
+    return {k: v for k, v in values.items() if k not in skip}
+
+
+def _differences(saved: dict, now: dict, names: dict[str, str] = _SETTING_NAMES) -> list[str]:
+    """``"--alpha: checkpoint 0.025, now 0.05"`` for each key whose values differ."""
+    return [
+        f"{names.get(k, '--' + k.replace('_', '-'))}: checkpoint {saved[k]}, now {now[k]}"
+        for k in now
+        if k in saved and saved[k] != now[k]
+    ]
+
+
+def _refuse(path: Path, differences: list[str]) -> None:
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different run ({'; '.join(differences)}); "
+            "resume with its settings, or use another --out, or drop --resume"
+        )
 
 
 def _check_resumable(ckpt: dict, cfg: Config, identity: dict, path: Path) -> None:
-    """A checkpoint resumes only the run that wrote it: model, data and seed must match."""
+    """A checkpoint resumes only the run that wrote it: every setting that changes the
+    trajectory, the objective, the optimizer and the update must match (see the module doc).
+
+    Raises:
+      CheckpointError: naming each difference with both values.
+    """
     ckpt_cfg = from_dict(ckpt["config"])
-    mismatch = [f for f in _MODEL_FIELDS if getattr(ckpt_cfg.model, f) != getattr(cfg.model, f)]
-    mismatch += [
-        f
-        for f in ("seed", "batch_size", "epochs", "steps_per_call")
-        if getattr(ckpt_cfg.train, f) != getattr(cfg.train, f)
-    ]
-    if ckpt_cfg.data != cfg.data:
-        mismatch.append("data settings")
-    saved = ckpt.get("identity", {})
-    mismatch += [k for k, v in identity.items() if k in saved and saved[k] != v]
-    if mismatch:
-        raise ValueError(
-            f"checkpoint {path} was written by a different run (differs in: "
-            f"{', '.join(mismatch)}); use another --out or drop --resume"
-        )
+    saved_id = {"update": ckpt_cfg.train.update, **ckpt.get("identity", {})}
+    # The step that ran decides whether threads matter; a change of update is named anyway.
+    fused = "fused" in (saved_id["update"], identity["update"])
+    update = "fused" if fused else identity["update"]
+    saved = _trajectory_settings(ckpt_cfg, update)
+    now = _trajectory_settings(cfg, update)
+    differences = _differences(saved, now)
+    # A --loss or --optimizer difference already names the objective's or optimizer's change.
+    flag = {"objective": "loss", "optimizer": "optimizer"}
+    ids = {k: v for k, v in identity.items() if saved.get(flag.get(k)) == now.get(flag.get(k))}
+    _refuse(path, differences + _differences(saved_id, ids, _IDENTITY_NAMES))
+
+
+def _check_corpus(ckpt: dict, corpus: dict[str, Any], path: Path) -> None:
+    """The corpus must be the one the checkpoint was trained on (same encoded ids)."""
+    saved = ckpt.get("corpus")  # absent in checkpoints written before it was recorded
+    if saved is not None and saved["sha256"] != corpus["sha256"]:
+
+        def show(c: dict) -> str:
+            return f"{c['name']} ({int(c['words']):,} words, sha256 {c['sha256'][:12]})"
+
+        _refuse(path, [f"corpus: checkpoint {show(saved)}, now {show(corpus)}"])
 
 
 def _vocab_of(ckpt: dict) -> Vocab:
@@ -249,14 +350,50 @@ def _vocab_of(ckpt: dict) -> Vocab:
     )
 
 
-def _restore(state: step_lib.TrainState, ckpt: dict) -> step_lib.TrainState:
+def _restore(state: step_lib.TrainState, ckpt: dict, path: Path) -> step_lib.TrainState:
     params = {k: jnp.asarray(np.asarray(a)) for k, a in ckpt["params"].items()}
-    opt_state = serialization.from_state_dict(state.opt_state, ckpt["opt_state"])
+    try:
+        opt_state = serialization.from_state_dict(state.opt_state, ckpt["opt_state"])
+    except (ValueError, KeyError, TypeError) as e:  # a tx= whose state has another layout
+        raise CheckpointError(
+            f"checkpoint {path} holds the state of another optimizer than this run's ({e})"
+        ) from None
     return state.replace(
         params=params,
         opt_state=jax.device_put(opt_state),
         step=jnp.asarray(ckpt["step"], jnp.int32),
     )
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+class _StopOnSignals:
+    """Within ``with``: the first SIGINT or SIGTERM sets ``signum`` (the loop stops after the
+    current call); a second raises :class:`TrainingInterrupted` at once. Installed only in the
+    main thread (Python runs handlers there); the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise TrainingInterrupted(None, None, signum)
+        self.signum = signum
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            # None: a handler not installed from Python; the default is the closest we can do.
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 # ----------------------------------------------------------------------------- train
@@ -309,15 +446,13 @@ def train(
     one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
     if progress:
         print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
-    identity = _run_identity(cfg, objective, tx)
+    identity = _run_identity(cfg, objective, tx, update)
     ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
 
     ckpt = None
     if resume:
         if ckpt_path is None:
             raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
-        from w2v_jax.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt, cfg, identity, ckpt_path)
         vocab = _vocab_of(ckpt)
@@ -331,6 +466,9 @@ def train(
         vocab = build_vocab(source.sentences(), cfg.data)
     objective.check_vocab(len(vocab.words))
     encoded = corpus_lib.encode_corpus(source, vocab)
+    corpus_id = corpus_fingerprint(encoded, str(getattr(source, "name", corpus)))
+    if ckpt is not None:
+        _check_corpus(ckpt, corpus_id, ckpt_path)
     consts = jax.device_put(objective.make_consts(vocab.counts))
 
     # Restore (or start).
@@ -341,7 +479,7 @@ def train(
     words_done = 0
     tally = LossTally(epoch=0)
     if ckpt is not None:
-        state = _restore(state, ckpt)
+        state = _restore(state, ckpt, ckpt_path)
         start = batches_lib.Position(*(int(x) for x in ckpt["position"]))
         words_done = int(ckpt["words_done"])
         tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=start.epoch)
@@ -398,33 +536,51 @@ def train(
             print(line, file=sys.stderr, flush=True)
 
     def checkpoint() -> None:
-        from w2v_jax.checkpoint import save_checkpoint
-
         pull()
-        payload = _checkpoint_payload(cfg, identity, vocab, state, position, words_done, tally)
+        payload = _checkpoint_payload(
+            cfg, identity, corpus_id, vocab, state, position, words_done, tally
+        )
         save_checkpoint(ckpt_path, payload)
 
-    for group, info in _grouped(stream, cfg.train.steps_per_call):
-        if max_steps is not None and int(state.step) >= max_steps:
-            break
-        ep = position.epoch
-        state, metrics = steps_fn(state, consts, _stack(group, cfg.train.steps_per_call), step_key)
-        pending.append((metrics, ep, len(group)))
-        position, words_done = info.position, info.words_done
-        now = time.perf_counter()
-        if now - last_log >= cfg.train.log_every_s:
-            log(now)
-            last_log = now
-        every = cfg.train.checkpoint_every_s
-        if ckpt_path is not None and every > 0 and now - last_ckpt >= every:
-            checkpoint()
-            last_ckpt = time.perf_counter()
+    with _StopOnSignals() as stop:
+        for group, info in _grouped(stream, cfg.train.steps_per_call):
+            if max_steps is not None and int(state.step) >= max_steps:
+                break
+            ep = position.epoch
+            batch = _stack(group, cfg.train.steps_per_call)
+            state, metrics = steps_fn(state, consts, batch, step_key)
+            pending.append((metrics, ep, len(group)))
+            position, words_done = info.position, info.words_done
+            now = time.perf_counter()
+            if now - last_log >= cfg.train.log_every_s:
+                log(now)
+                last_log = now
+            every = cfg.train.checkpoint_every_s
+            if ckpt_path is not None and every > 0 and now - last_ckpt >= every:
+                checkpoint()
+                last_ckpt = time.perf_counter()
+            # After the last step the run is done: it finishes (its outputs are moments away).
+            if stop.signum is not None and position.epoch < cfg.train.epochs:
+                if ckpt_path is not None:
+                    checkpoint()  # a second signal here keeps the old file (atomic write)
+                raise TrainingInterrupted(ckpt_path, int(state.step), stop.signum)
     jax.block_until_ready(state.params)
     log(time.perf_counter())
     tally.close_epoch()
-    if ckpt_path is not None:
+    steps = int(state.step) - steps_at_start
+    if ckpt_path is not None and steps > 0:  # nothing trained: the checkpoint stays as it was
         checkpoint()
     seconds = time.perf_counter() - t0
+    nothing_trained = ""
+    if steps == 0 and (max_steps is None or steps_at_start < max_steps):
+        epochs = cfg.train.epochs
+        nothing_trained = (
+            f"nothing to train: the checkpoint is already at the end of epoch {epochs}/{epochs}"
+            if ckpt is not None
+            else f"nothing to train: the corpus gives no training example "
+            f"({encoded.num_tokens:,} in-vocabulary words in {encoded.num_sentences:,} "
+            f"sentences; a sentence needs two of them)"
+        )
     return TrainResult(
         config=cfg,
         vocab=vocab,
@@ -433,7 +589,8 @@ def train(
         epoch_loss=tally.epoch_means,
         words_per_sec=(words_done - words_at_start) / max(seconds, 1e-9),
         train_seconds=seconds,
-        steps=int(state.step) - steps_at_start,
+        steps=steps,
         update=update,
         update_reason=update_reason,
+        nothing_trained=nothing_trained,
     )
