@@ -19,8 +19,13 @@ stderr and no traceback (``--debug`` shows the traceback instead):
          e.g. "no space left on device while writing runs/x/vectors.bin"; outputs are written
          atomically, so the previous file of that name is untouched), the loss became NaN/inf,
          the folder is in use by another run
-    2    bad input: a flag, a missing corpus, a corrupt checkpoint or vectors file
-    130  interrupted (Ctrl-C)
+    2    bad input: a flag, a missing corpus, a corrupt checkpoint or vectors file, a --resume
+         whose corpus or settings differ from the checkpoint's (each difference is named),
+         nothing to train (a finished run resumed, a corpus without one training example);
+         then nothing in OUT is written
+    130  interrupted (Ctrl-C), 143 terminated (SIGTERM): training stops after the current
+         device call, writes OUT/checkpoint.w2v and prints the --resume command; a second
+         signal stops at once and keeps the previous checkpoint
     141  stdout was closed early (``w2v-jax ... | head -1``): the rest of the output is dropped
          quietly, with the status a shell reports for SIGPIPE, as ``cat`` or ``grep`` would
 """
@@ -31,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -38,6 +44,7 @@ from w2v_jax import config as config_lib
 from w2v_jax import fileio
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 130, 141
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 NEIGHBOUR_PROBES = ("france", "king", "war", "music", "water", "computer", "city", "two")
 
@@ -118,6 +125,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         default=t.checkpoint_every_s,
         help="seconds between checkpoints (0: only at the end)",
     )
+    p.add_argument(
+        "--log-every", type=float, default=t.log_every_s, help="seconds between progress lines"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.w2v")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument(
@@ -165,6 +175,7 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
             deterministic=a.deterministic,
             seed=a.seed,
             checkpoint_every_s=a.checkpoint_every,
+            log_every_s=a.log_every,
         ),
     )
     return config_lib.validate(cfg)
@@ -186,7 +197,7 @@ def _write_vocab(vocab, path: Path) -> None:
     fileio.atomic_write(path, lambda f: f.write(lines.encode("utf-8")))
 
 
-def run_train(a: argparse.Namespace) -> int:
+def run_train(a: argparse.Namespace, argv: list[str] | None = None) -> int:
     cfg = config_from_args(a)
     out = Path(a.out)
     _check_out(out)
@@ -201,12 +212,27 @@ def run_train(a: argparse.Namespace) -> int:
             )
         fileio.check_writable(out)
         # Imported only now: bad flags, a busy folder or a full disk fail without loading JAX.
-        from w2v_jax.trainer import train
+        from w2v_jax.trainer import TrainingInterrupted, train
 
         rows = []
-        result = train(
-            a.corpus, cfg, out=out, resume=a.resume, progress=not a.quiet, callbacks=[rows.append]
-        )
+        try:
+            result = train(
+                a.corpus,
+                cfg,
+                out=out,
+                resume=a.resume,
+                progress=not a.quiet,
+                callbacks=[rows.append],
+            )
+        except TrainingInterrupted as e:
+            if a.debug:
+                raise
+            if e.path is not None:  # the checkpoint holds these rows' steps
+                _append_metrics(out / "metrics.jsonl", rows)
+            print(f"w2v-jax: {_interrupted(e, out, argv)}", file=sys.stderr)
+            return 128 + e.signum
+        if result.steps == 0:  # before any output is written: the folder stays as it was
+            raise ValueError(result.nothing_trained or "nothing to train")
         vectors = result.vectors(a.vectors)
         _write_outputs(a, cfg, result, vectors, out, rows)
         _report(a, cfg, result, vectors, out)
@@ -221,12 +247,33 @@ def _write_outputs(a: argparse.Namespace, cfg, result, vectors, out: Path, rows:
     resolved = {"update_resolved": result.update, "update_reason": result.update_reason}
     config_text = json.dumps({**dataclasses.asdict(cfg), **resolved}, indent=2) + "\n"
     fileio.atomic_write(out / "config.json", lambda f: f.write(config_text.encode()))
-    metrics_path = out / "metrics.jsonl"
+    _append_metrics(out / "metrics.jsonl", rows)
+
+
+def _append_metrics(metrics_path: Path, rows: list) -> None:
+    """The rows appended to ``metrics_path`` in one write."""
     try:
         with open(metrics_path, "a") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
     except OSError as e:
         raise fileio.WriteError(e.errno, e.strerror, os.fspath(metrics_path)) from e
+
+
+def _interrupted(e, out: Path, argv: list[str] | None) -> str:
+    """What an interrupted run did, and the command that resumes it."""
+    args = list(argv) if argv is not None else ["train", "--out", str(out)]
+    resume = "w2v-jax " + shlex.join(args + ([] if "--resume" in args else ["--resume"]))
+    if e.path is not None:
+        return (
+            f"interrupted at step {e.step}; checkpoint written to {e.path}; resume with: " + resume
+        )
+    previous = out / "checkpoint.w2v"
+    if previous.is_file():
+        return (
+            f"interrupted again: stopped without a new checkpoint; {previous} is the previous "
+            f"one; resume with: {resume}"
+        )
+    return "interrupted again: stopped without a checkpoint; the work is lost"
 
 
 def _report(a: argparse.Namespace, cfg, result, vectors, out: Path) -> None:
@@ -254,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return _guard(lambda: eval_main(argv[1:]), debug="--debug" in argv)
     args = parser.parse_args(argv)
-    return _guard(lambda: run_train(args), debug=args.debug)
+    return _guard(lambda: run_train(args, argv), debug=args.debug)
 
 
 def _failure(e: BaseException) -> tuple[int, str] | None:
