@@ -216,3 +216,35 @@ def test_guard_maps_interrupts_and_debug_reraises(capsys):
         cli._guard(diverged, debug=True)
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         cli._guard(lambda: 1 // 0)
+
+
+# ------------------------------------------------------------------ resume and zero steps
+def test_wrong_or_finished_resume_is_refused_and_writes_nothing(tmp_path, corpus, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--corpus", corpus, "--out", str(run), *TINY, "--update", "sparse"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+
+    def outputs():  # everything but .lock, which each run truncates
+        return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.glob("[!.]*")}
+
+    before = outputs()
+    assert {"checkpoint.w2v", "config.json", "metrics.jsonl", "vectors.bin"} <= set(before)
+    assert cli.main([*args, "--resume", "--alpha", "0.05"]) == cli.EXIT_BAD_INPUT
+    line = _one_line(capsys.readouterr().err)
+    assert "(--alpha: checkpoint 0.025, now 0.05)" in line
+    assert cli.main([*args, "--resume"]) == cli.EXIT_BAD_INPUT
+    assert _one_line(capsys.readouterr().err) == (
+        "w2v-jax: error: nothing to train: the checkpoint is already at the end of epoch 1/1"
+    )
+    assert outputs() == before
+
+
+def test_a_run_that_trains_nothing_fails(tmp_path, capsys):
+    (tmp_path / "c.txt").write_text("\n".join(f"w{i}" for i in range(20)) + "\n")
+    run = tmp_path / "run"
+    rc = cli.main(["train", "--corpus", str(tmp_path / "c.txt"), "--out", str(run), *TINY])
+    assert rc == cli.EXIT_BAD_INPUT
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("w2v-jax: error: nothing to train: the corpus gives no training")
+    assert sorted(os.listdir(run)) == [".lock"]

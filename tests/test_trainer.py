@@ -108,12 +108,85 @@ def test_resume_refuses_a_different_run(topic_corpus, tmp_path):
         train(str(topic_corpus), override(cfg, dim=8), out=tmp_path, resume=True, progress=False)
 
 
+@pytest.fixture(scope="module")
+def stopped_run(topic_corpus, tmp_path_factory):
+    """A run folder whose checkpoint stopped after one call (update sparse, sgd)."""
+    out = tmp_path_factory.mktemp("stopped")
+    cfg = _cfg(epochs=1, update="sparse")
+    train(str(topic_corpus), cfg, out=out, progress=False, max_steps=1)
+    return out, cfg, topic_corpus
+
+
+def _snapshot(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    "changes,named",
+    [
+        (dict(alpha=0.05), "--alpha: checkpoint 0.025, now 0.05"),
+        (dict(min_alpha=1e-3), "--min-alpha: checkpoint 0.0001, now 0.001"),
+        (dict(dup_cap=8.0), "--dup-cap: checkpoint 64.0, now 8.0"),
+        (dict(optimizer="adagrad"), "--optimizer: checkpoint sgd, now adagrad"),
+        (dict(update="dense"), "--update: checkpoint sparse, now dense"),
+        (
+            dict(window=2, sample=1e-4),
+            "--sample: checkpoint 0.0, now 0.0001; --window: checkpoint 3, now 2",
+        ),
+        (dict(corpus=True), "corpus: checkpoint "),
+    ],
+)
+def test_resume_names_each_difference_and_writes_nothing(stopped_run, tmp_path, changes, named):
+    out, cfg, corpus = stopped_run
+    if changes.pop("corpus", False):
+        corpus = _write_topic_corpus(tmp_path / "other.txt", seed=1)
+    before = _snapshot(out)
+    with pytest.raises(ValueError, match="was written by a different run") as e:
+        train(str(corpus), override(cfg, **changes), out=out, resume=True, progress=False)
+    assert named in str(e.value)
+    assert _snapshot(out) == before
+
+
+def test_resume_may_change_the_periods_and_threads_of_a_jax_step(stopped_run, tmp_path):
+    out, cfg, corpus = stopped_run
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    (folder / "checkpoint.w2v").write_bytes((out / "checkpoint.w2v").read_bytes())
+    cfg = override(cfg, log_every_s=0.5, checkpoint_every_s=7.0, threads=2)
+    assert train(str(corpus), cfg, out=folder, resume=True, progress=False).steps > 0
+
+
+def test_resume_of_a_finished_run_trains_nothing_and_keeps_its_checkpoint(topic_corpus, tmp_path):
+    cfg = _cfg(epochs=1, update="sparse")
+    assert train(str(topic_corpus), cfg, out=tmp_path, progress=False).nothing_trained == ""
+    before = _snapshot(tmp_path)
+    again = train(str(topic_corpus), cfg, out=tmp_path, resume=True, progress=False)
+    assert again.steps == 0
+    assert again.nothing_trained == (
+        "nothing to train: the checkpoint is already at the end of epoch 1/1"
+    )
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_corpus_without_a_training_example_trains_nothing(tmp_path):
+    (tmp_path / "c.txt").write_text("\n".join("abcdefgh") + "\n")  # one word per sentence
+    result = train(str(tmp_path / "c.txt"), _cfg(), progress=False)
+    assert result.steps == 0
+    assert result.nothing_trained.startswith("nothing to train: the corpus gives no training")
+
+
+def test_signal_handlers_are_restored(topic_corpus):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    train(str(topic_corpus), _cfg(epochs=1), progress=False, max_steps=1)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def _cli(*args):
     return [sys.executable, "-m", "w2v_jax.cli", "train", *args]
 
 
-def test_killed_run_resumes_bit_identical(topic_corpus, tmp_path):
-    common = [
+def _common(topic_corpus):
+    return [
         "--corpus",
         str(topic_corpus),
         "--min-count",
@@ -131,16 +204,42 @@ def test_killed_run_resumes_bit_identical(topic_corpus, tmp_path):
         "--quiet",
         "--format",
         "text",
+        "--deterministic",
     ]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference_vectors(topic_corpus, tmp_path_factory):
+    """vectors.txt of an uninterrupted ``w2v-jax train`` with :func:`_common`'s flags."""
+    out = tmp_path_factory.mktemp("ref")
     ref = subprocess.run(
-        _cli(*common, "--out", str(tmp_path / "ref")),
-        env=env,
+        _cli(*_common(topic_corpus), "--out", str(out)),
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert ref.returncode == 0, ref.stderr
+    return (out / "vectors.txt").read_text()
+
+
+def _resume(topic_corpus, run):
+    res = subprocess.run(
+        _cli(*_common(topic_corpus), "--out", str(run), "--resume"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert res.returncode == 0, res.stderr
+    return (run / "vectors.txt").read_text()
+
+
+def test_killed_run_resumes_bit_identical(topic_corpus, tmp_path, reference_vectors):
+    common, env = _common(topic_corpus), ENV
     run = tmp_path / "run"
     proc = subprocess.Popen(
         _cli(*common, "--out", str(run), "--checkpoint-every", "1e-6"),
@@ -155,15 +254,67 @@ def test_killed_run_resumes_bit_identical(topic_corpus, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "vectors.txt").exists(), "the run finished before it could be killed"
-    res = subprocess.run(
-        _cli(*common, "--out", str(run), "--resume"),
-        env=env,
-        capture_output=True,
+    assert _resume(topic_corpus, run) == reference_vectors
+
+
+def _start_training(topic_corpus, run, *flags):
+    """A ``w2v-jax train`` subprocess, returned once its first progress line is out."""
+    args = [a for a in _common(topic_corpus) if a != "--quiet"]
+    proc = subprocess.Popen(
+        _cli(*args, "--out", str(run), "--log-every", "0", *flags),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
     )
-    assert res.returncode == 0, res.stderr
-    assert (run / "vectors.txt").read_text() == (tmp_path / "ref" / "vectors.txt").read_text()
+    for line in proc.stderr:
+        if line.startswith("epoch "):
+            return proc
+    proc.wait()
+    pytest.fail(f"no progress line (status {proc.returncode})")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_writes_a_checkpoint_and_resumes_bit_identical(
+    topic_corpus, tmp_path, reference_vectors, sig, code
+):
+    from w2v_jax.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    proc = _start_training(topic_corpus, run, "--checkpoint-every", "0")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    step = int(load_checkpoint(run / "checkpoint.w2v")["step"])
+    assert last.startswith(
+        f"w2v-jax: interrupted at step {step}; checkpoint written to {run / 'checkpoint.w2v'}; "
+        "resume with: w2v-jax train --corpus "
+    ), last
+    assert last.endswith(" --checkpoint-every 0 --resume")
+    assert step > 0 and not (run / "vectors.txt").exists()
+    assert _resume(topic_corpus, run) == reference_vectors
+
+
+def test_second_interrupt_stops_at_once_and_keeps_a_loadable_checkpoint(
+    topic_corpus, tmp_path, reference_vectors
+):
+    from w2v_jax.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    # A checkpoint after every call: the second signal often lands inside a write.
+    proc = _start_training(topic_corpus, run, "--checkpoint-every", "1e-6")
+    while not (run / "checkpoint.w2v").exists():  # a previous checkpoint to keep
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "w2v-jax: interrupted" in err
+    load_checkpoint(run / "checkpoint.w2v")  # the old one or the new one, never torn
+    assert _resume(topic_corpus, run) == reference_vectors
 
 
 def test_gensim_loads_our_vectors(topic_corpus, tmp_path):
