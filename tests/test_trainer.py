@@ -47,6 +47,7 @@ def _cfg(**kw):
         steps_per_call=4,
         log_every_s=1e9,
         checkpoint_every_s=0.0,
+        update="sparse",  # the pure-JAX step unless a test names another (the default is auto)
     )
     base.update(kw)
     return override(Config(), **base)
