@@ -78,7 +78,8 @@ def worker(args) -> dict:
     import jax
     import numpy as np
 
-    from w2v_jax import hlo, sharding
+    from w2v_jax import hlo, optim, sharding
+    from w2v_jax import step as step_lib
 
     n = args.worker
     if args.platform == "cpu":
@@ -96,13 +97,15 @@ def worker(args) -> dict:
     counts = np.maximum((1e7 / np.arange(1, v + 1)).astype(np.int64), 1)
     consts = jax.device_put(objective.make_consts(counts))
     host_batches = _batches(args, 8)
-    batches = [sharding.shard_batch(b, mesh) for b in host_batches]
-    params = sharding.shard_params(host, mesh)
-    jax.block_until_ready((batches, params))  # all host-to-device copies done before timing
-    step = sharding.make_sharded_step(mesh, objective, inputs)
+    batches = [sharding.shard_batch(b, mesh) | {"progress": np.float32(0.0)} for b in host_batches]
+    tx = optim.make_optimizer("sgd", 0.025)
+    init = step_lib.init_state({k: jax.numpy.asarray(x) for k, x in host.items()}, tx)
+    sstate = sharding.shard_state(init, mesh)
+    jax.block_until_ready((batches, sstate))  # all host-to-device copies done before timing
+    step = jax.jit(sharding.make_sharded_step(mesh, objective, inputs, tx), donate_argnums=0)
     key = jax.random.key(0)
 
-    compiled = step.lower(params, consts, batches[0], key, 0.025).compile()
+    compiled = step.lower(sstate, consts, batches[0], key).compile()
     ops = hlo.hlo_collectives(compiled.as_text())
     mem = compiled.memory_analysis()
     row = {
@@ -117,23 +120,21 @@ def worker(args) -> dict:
         "cores": os.cpu_count(),
         "collectives": ops,
         "table_bytes_per_device": sum(
-            int(t.addressable_shards[0].data.nbytes) for t in params.values()
+            int(t.addressable_shards[0].data.nbytes) for t in sstate.params.values()
         ),
         "temp_bytes_per_device": int(getattr(mem, "temp_size_in_bytes", -1)) if mem else None,
     }
 
-    state = {"params": params}
+    holder = {"state": sstate}
 
     def run_sharded():
-        # every step waits for the previous one, here and in the baseline: the sharded step
-        # does so itself on CPU meshes (make_sharded_step(sync_cpu=True)), so the comparison
-        # is like for like
-        p = state["params"]
+        # every step waits for the previous one, here and in the baseline: multi-device CPU
+        # meshes must (sharding.needs_sync), so the comparison is like for like
+        st = holder["state"]
         for s in range(args.steps):
-            batch = batches[s % len(batches)]
-            p, loss_sum = jax.block_until_ready(step(p, consts, batch, key, 0.025))
-        state["params"] = p
-        return loss_sum
+            st, metrics = jax.block_until_ready(step(st, consts, batches[s % len(batches)], key))
+        holder["state"] = st
+        return metrics["loss_sum"]
 
     row["load_before"] = os.getloadavg()[0]
     runs = _time(run_sharded, args)

@@ -52,10 +52,23 @@ def objective_and_consts():
     return objective, objective.make_consts(np.arange(V, 0, -1, dtype=np.int64) ** 2)
 
 
-def step_key(step: int):
-    import jax
+BASE_KEY_SEED = 5
 
-    return jax.random.fold_in(jax.random.key(5), step)
+
+def make_step(mesh):
+    """The jitted sharded step (plain SGD at LR, no duplicate cap) and the initial state."""
+    import jax
+    import jax.numpy as jnp
+
+    from w2v_jax import inputs, optim, sharding
+    from w2v_jax import step as step_lib
+
+    objective, _ = objective_and_consts()
+    tx = optim.make_optimizer("sgd", LR, LR)
+    step = sharding.make_sharded_step(mesh, objective, inputs.skip_gram(), tx, dup_cap=float("inf"))
+    params = {k: jnp.asarray(v) for k, v in initial_params().items()}
+    state = sharding.shard_state(step_lib.init_state(params, tx), mesh)
+    return jax.jit(step, donate_argnums=0), state
 
 
 def main() -> None:
@@ -70,7 +83,7 @@ def main() -> None:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
     import jax
 
-    from w2v_jax import inputs, sharding
+    from w2v_jax import sharding
 
     sharding.init_distributed(
         args.coordinator, args.num_processes, args.process_id, initialization_timeout=60
@@ -79,16 +92,17 @@ def main() -> None:
     assert len(jax.devices()) == LOCAL_DEVICES * args.num_processes, jax.devices()
 
     mesh = sharding.make_mesh()
-    params = sharding.shard_params(initial_params(), mesh)
-    objective, consts = objective_and_consts()
-    step = sharding.make_sharded_step(mesh, objective, inputs.skip_gram())
+    _, consts = objective_and_consts()
+    step, state = make_step(mesh)
+    key = jax.random.key(BASE_KEY_SEED)
     rows = sharding.host_slice(B)
     loss_sums = []
     for s in range(STEPS):
         local = {k: v[rows] for k, v in global_batch(s).items()}
-        batch = sharding.shard_batch(local, mesh)
-        params, loss_sum = step(params, consts, batch, step_key(s), LR)
-        loss_sums.append(float(loss_sum))  # replicated scalar: every process has it
+        batch = sharding.shard_batch(local, mesh) | {"progress": np.float32(0.0)}
+        state, metrics = step(state, consts, batch, key)
+        loss_sums.append(float(metrics["loss_sum"]))  # replicated scalar: every process has it
+    params = state.params
 
     ckpt = os.path.join(args.out, "ckpt")
     sharding.save_sharded(ckpt, params, V, extra={"steps": STEPS})

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from w2v_jax import inputs, sharding
+from w2v_jax import sharding
 
 TIMEOUT_S = 120
 NUM_PROCESSES = 2
@@ -93,15 +93,15 @@ def _launch(out: Path) -> tuple[list[int], list[str]]:
 
 def _one_process_run() -> tuple[dict[str, np.ndarray], list[float]]:
     mesh = sharding.make_mesh(jax.devices()[:1])
-    params = sharding.shard_params(worker.initial_params(), mesh)
-    objective, consts = worker.objective_and_consts()
-    step = sharding.make_sharded_step(mesh, objective, inputs.skip_gram())
+    _, consts = worker.objective_and_consts()
+    step, state = worker.make_step(mesh)
+    key = jax.random.key(worker.BASE_KEY_SEED)
     loss_sums = []
     for s in range(worker.STEPS):
-        batch = sharding.shard_batch(worker.global_batch(s), mesh)
-        params, loss_sum = step(params, consts, batch, worker.step_key(s), worker.LR)
-        loss_sums.append(float(loss_sum))
-    return sharding.unshard_params(params, worker.V), loss_sums
+        batch = sharding.shard_batch(worker.global_batch(s), mesh) | {"progress": np.float32(0)}
+        state, metrics = step(state, consts, batch, key)
+        loss_sums.append(float(metrics["loss_sum"]))
+    return sharding.unshard_params(state.params, worker.V), loss_sums
 
 
 def test_two_processes_train_like_one(tmp_path):

@@ -79,8 +79,12 @@ def _batch(model, step, b=B):
     return batch
 
 
+BASE_KEY = jax.random.key(11)
+
+
 def _key(step):
-    return jax.random.fold_in(jax.random.key(11), step)
+    """The key a step folds from the base key and its step count, as every step does."""
+    return jax.random.fold_in(BASE_KEY, step)
 
 
 def _reference_step(params, consts, batch, key, lr, model, loss):
@@ -134,16 +138,37 @@ def _run_reference(model, loss, steps=STEPS):
     return {k: np.asarray(v) for k, v in params.items()}, loss_sums
 
 
+SGD = optim.make_optimizer("sgd", LR, LR)  # plain SGD at a constant learning rate
+
+
+def _sharded_step(mesh, model, loss, tx=SGD, dup_cap=float("inf")):
+    step = sharding.make_sharded_step(mesh, _objective(loss), _inputs(model), tx, dup_cap=dup_cap)
+    return jax.jit(step, donate_argnums=0)
+
+
+def _sharded_state(mesh, loss, tx=SGD, seed=0):
+    params = {k: jnp.asarray(v) for k, v in _init_params(loss, seed).items()}
+    return sharding.shard_state(step_lib.init_state(params, tx), mesh)
+
+
+def _global_batch(mesh, model, s):
+    batch = sharding.shard_batch(_batch(model, s), mesh)
+    batch["progress"] = jnp.float32(0.0)
+    return batch
+
+
 def _run_sharded(mesh, model, loss, steps=STEPS):
-    params = sharding.shard_params(_init_params(loss), mesh)
-    step = sharding.make_sharded_step(mesh, _objective(loss), _inputs(model))
-    consts = _consts(loss)
+    """Returns the trained sharded params and the per-step loss sums."""
+    state, step, consts = (
+        _sharded_state(mesh, loss),
+        _sharded_step(mesh, model, loss),
+        _consts(loss),
+    )
     loss_sums = []
     for s in range(steps):
-        batch = sharding.shard_batch(_batch(model, s), mesh)
-        params, loss_sum = step(params, consts, batch, _key(s), LR)
-        loss_sums.append(float(loss_sum))
-    return params, loss_sums
+        state, metrics = step(state, consts, _global_batch(mesh, model, s), BASE_KEY)
+        loss_sums.append(float(metrics["loss_sum"]))
+    return state.params, loss_sums
 
 
 @pytest.mark.parametrize("n", [4, 2])
@@ -185,10 +210,8 @@ def test_compiled_step_moves_rows_not_tables():
     n, v, d, b, k = 4, 4096, 8, 16, 5
     mesh = sharding.make_mesh(_devices(n))
     rng = np.random.default_rng(0)
-    params = sharding.shard_params(
-        {"center_vecs": np.zeros((v, d), np.float32), "outside_vecs": np.zeros((v, d), np.float32)},
-        mesh,
-    )
+    tables = {name: jnp.zeros((v, d), jnp.float32) for name in ("center_vecs", "outside_vecs")}
+    state = sharding.shard_state(step_lib.init_state(tables, SGD), mesh)
     batch = sharding.shard_batch(
         {
             "center": rng.integers(0, v, b).astype(np.int32),
@@ -199,15 +222,18 @@ def test_compiled_step_moves_rows_not_tables():
     )
     objective = objectives.sgns(k)
     consts = jax.device_put(objective.make_consts(np.arange(v, 0, -1)))
-    step = sharding.make_sharded_step(mesh, objective, inputs_lib.skip_gram(), donate=False)
-    lowered = step.lower(params, consts, batch, jax.random.key(0), LR)
+    batch["progress"] = jnp.float32(0.0)
+    step = sharding.make_sharded_step(mesh, objective, inputs_lib.skip_gram(), SGD)
+    lowered = jax.jit(step).lower(state, consts, batch, jax.random.key(0))
     ops = hlo.hlo_collectives(lowered.compile().as_text())
-    # ids -> rows -> updates (+ loss): no all-reduce, and no two collectives that could run
-    # concurrently (XLA:CPU can deadlock on those with more simulated devices than threads)
-    assert [o["op"] for o in ops] == ["all-gather", "reduce-scatter", "all-gather"], ops
+    # ids -> rows -> gradient rows (+ loss, examples) -> grad-norm scalar: one chain, so no two
+    # collectives can run concurrently (XLA:CPU can deadlock on those with more simulated
+    # devices than threads), and the only all-reduce is a scalar at the end
+    assert [o["op"] for o in ops] == ["all-gather", "reduce-scatter", "all-gather", "all-reduce"]
+    assert ops[-1]["result_bytes"] <= 8, ops[-1]
     shard_bytes = v // n * d * 4
-    # the largest buffer: the rows of both tables for the whole batch, plus one loss row per device
-    batch_row_bytes = (b * (1 + 1 + k) + n) * d * 4
+    # the largest buffer: both tables' rows for the whole batch, plus two stats rows per device
+    batch_row_bytes = (b * (1 + 1 + k) + 2 * n) * d * 4
     assert batch_row_bytes < shard_bytes
     for o in ops:
         assert max(o["operand_bytes"], o["result_bytes"]) <= batch_row_bytes, o
@@ -215,16 +241,17 @@ def test_compiled_step_moves_rows_not_tables():
 
 def test_step_rejects_bad_inputs():
     mesh = sharding.make_mesh(_devices(4))
-    params = sharding.shard_params(_init_params("ns"), mesh)
-    step = sharding.make_sharded_step(mesh, _objective("ns"), _inputs("sg"), donate=False)
-    batch, consts, key = _batch("sg", 0), _consts("ns"), _key(0)
+    state = _sharded_state(mesh, "ns")
+    step = sharding.make_sharded_step(mesh, _objective("ns"), _inputs("sg"), SGD)
+    batch, consts = _batch("sg", 0), _consts("ns")
+    batch["progress"] = np.float32(0.0)
     with pytest.raises(KeyError, match="context"):
-        step(params, consts, {k: v for k, v in batch.items() if k != "context"}, key, LR)
-    odd = {k: v[:6] for k, v in batch.items()}
+        step(state, consts, {k: v for k, v in batch.items() if k != "context"}, BASE_KEY)
+    odd = {k: (v[:6] if np.ndim(v) else v) for k, v in batch.items()}
     with pytest.raises(ValueError, match="multiple of 4"):
-        step(params, consts, odd, key, LR)
+        step(state, consts, odd, BASE_KEY)
     with pytest.raises(ValueError, match="dense"):
-        sharding.make_sharded_step(mesh, objectives.softmax(), _inputs("sg"))
+        sharding.make_sharded_step(mesh, objectives.softmax(), _inputs("sg"), SGD)
 
 
 def test_host_slice_partitions():
@@ -267,34 +294,52 @@ def test_hlo_collectives_parses_operands():
     ]
 
 
-@pytest.mark.parametrize(
-    "model,loss", [(m, lo) for m in ("sg", "cbow") for lo in ("ns", "nce", "hs")]
-)
-def test_sharded_step_matches_the_trainers_step(model, loss):
-    """The same batch and key through ``step.make_step`` (sparse SGD, no duplicate cap) on one
-    device and through the 2-device sharded step give the same tables: one model, two layouts."""
-    objective, inputs = _objective(loss), _inputs(model)
-    tx = optim.make_optimizer("sgd", LR, LR)  # a constant learning rate
-    params = _init_params(loss)
-    consts = _consts(loss)
-    batch = _batch(model, step=0)
-    key = jax.random.key(7)
-    single_step = step_lib.make_step(objective, inputs, tx, dup_cap=float("inf"))
-    state = step_lib.init_state({k: jnp.asarray(v) for k, v in params.items()}, tx)
-    train_batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    train_batch["progress"] = jnp.float32(0.0)
-    single, _ = single_step(state, consts, train_batch, key)
+ADAGRAD = optim.make_optimizer("adagrad", 0.1)
+INF = float("inf")
 
+
+@pytest.mark.parametrize(
+    "model,loss,tx,dup_cap",
+    [(m, lo, SGD, INF) for m in ("sg", "cbow") for lo in ("ns", "nce", "hs")]
+    + [("sg", "ns", SGD, 2.0), ("cbow", "hs", SGD, 2.0)]
+    + [("sg", "nce", ADAGRAD, 64.0), ("cbow", "hs", ADAGRAD, 64.0)],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
+def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap):
+    """The same batch and key through ``step.make_step`` on one device and through the 2-device
+    sharded step give the same tables and optimizer state: one model and one update rule, two
+    layouts (plain SGD and Adagrad, with and without the duplicate cap)."""
+    objective, inputs = _objective(loss), _inputs(model)
+    params = {k: jnp.asarray(v) for k, v in _init_params(loss).items()}
+    consts = _consts(loss)
+    state = step_lib.init_state(params, tx)
+    single_step = step_lib.make_step(objective, inputs, tx, dup_cap=dup_cap)
     mesh = sharding.make_mesh(_devices(2))
-    step = sharding.make_sharded_step(mesh, objective, inputs)
-    sharded = sharding.shard_params(params, mesh)
-    # the single-device step folds the step count into its key; the sharded one takes it folded
-    sharded, _ = step(
-        sharded, consts, sharding.shard_batch(batch, mesh), jax.random.fold_in(key, 0), LR
-    )
-    back = sharding.unshard_params(sharded, V)
+    sharded_step = jax.jit(sharding.make_sharded_step(mesh, objective, inputs, tx, dup_cap=dup_cap))
+    sharded = sharding.shard_state(state, mesh)
+    for s in range(2):
+        batch = {k: jnp.asarray(v) for k, v in _batch(model, s).items()}
+        batch["progress"] = jnp.float32(0.25 * s)
+        state, m1 = single_step(state, consts, batch, BASE_KEY)
+        sharded, m2 = sharded_step(
+            sharded,
+            consts,
+            _global_batch(mesh, model, s) | {"progress": batch["progress"]},
+            BASE_KEY,
+        )
+        np.testing.assert_allclose(m2["loss_sum"], m1["loss_sum"], rtol=1e-5)
+        np.testing.assert_allclose(m2["grad_norm"], m1["grad_norm"], rtol=1e-5)
+    back = sharding.unshard_params(sharded.params, V)
     for name in params:
         np.testing.assert_allclose(
-            back[name], np.asarray(single.params[name]), rtol=1e-5, atol=1e-6, err_msg=name
+            back[name], np.asarray(state.params[name]), rtol=1e-5, atol=1e-6, err_msg=name
         )
         assert not np.allclose(back[name], params[name])
+    host = jax.device_get(sharded.opt_state)
+    for a, b in zip(
+        jax.tree.leaves(host), jax.tree.leaves(jax.device_get(state.opt_state)), strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(a)[: np.shape(b)[0]] if np.ndim(b) else a, b, rtol=1e-5, atol=1e-6
+        )
+    assert int(sharded.step) == int(state.step) == 2

@@ -50,6 +50,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from w2v_jax import optim
 from w2v_jax import step as step_lib
 from w2v_jax.inputs import InputSide
 from w2v_jax.objectives import Objective
@@ -165,66 +166,122 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS) 
 # ----------------------------------------------------------------------------- the step
 
 
-def _owned_rows(table_d: jax.Array, ids: jax.Array, axis_name: str):
+def _owned_rows(rows_local: int, ids: jax.Array, axis_name: str):
     """Local row of each global id in this device's shard, and whether this device owns it."""
-    vs = table_d.shape[0]
-    local = ids - jax.lax.axis_index(axis_name) * vs
-    return local, (local >= 0) & (local < vs)
+    local = ids - jax.lax.axis_index(axis_name) * rows_local
+    return local, (local >= 0) & (local < rows_local)
 
 
 def _lookup(table_d: jax.Array, ids: jax.Array, axis_name: str) -> jax.Array:
     """``table[ids]`` for the ids this device owns, zero rows for the others: [*ids.shape, D]."""
-    local, owned = _owned_rows(table_d, ids, axis_name)
+    local, owned = _owned_rows(table_d.shape[0], ids, axis_name)
     rows = jnp.take(table_d, jnp.clip(local, 0, table_d.shape[0] - 1), axis=0)
     return jnp.where(owned[..., None], rows, 0)
 
 
-def _scatter_owned(table_d: jax.Array, ids: jax.Array, upd: jax.Array, axis_name: str):
-    """``table.at[ids].add(upd)`` for the ids this device owns (repeated ids add up)."""
-    local, owned = _owned_rows(table_d, ids, axis_name)
-    idx = jnp.where(owned, local, table_d.shape[0]).reshape(-1)
-    return table_d.at[idx].add(upd.reshape(idx.shape[0], -1).astype(table_d.dtype), mode="drop")
+def _row_spec(leaf: Any, table_shape: tuple[int, ...], axis_name: str) -> P:
+    """Optimizer-state leaves shaped like their table are split like it; the rest replicated."""
+    return P(axis_name, None) if tuple(getattr(leaf, "shape", ())) == table_shape else P()
+
+
+def state_specs(state: step_lib.TrainState, axis_name: str = AXIS) -> step_lib.TrainState:
+    """The ``PartitionSpec`` of every leaf of a :class:`~w2v_jax.step.TrainState`: tables, their
+    row-shaped optimizer state and the duplicate counter split by rows, scalars replicated."""
+    opt = {
+        name: jax.tree.map(lambda x, t=state.params[name]: _row_spec(x, t.shape, axis_name), sub)
+        for name, sub in state.opt_state.items()
+    }
+    return step_lib.TrainState(
+        params={name: P(axis_name, None) for name in state.params},
+        opt_state=opt,
+        step=P(),
+        scratch=P(axis_name),
+    )
+
+
+def shard_state(state: step_lib.TrainState, mesh: Mesh, *, axis_name: str = AXIS):
+    """A one-device (or host) state -> the same state split by vocabulary rows over ``mesh``.
+
+    Every table, every optimizer-state leaf shaped like its table and the [V] duplicate counter
+    are zero-padded to a multiple of the mesh size and split by rows (padding rows are never
+    addressed); scalars are replicated. Every process passes the same state.
+    """
+    n = mesh.shape[axis_name]
+
+    def pad(x):
+        x = np.asarray(x)
+        if x.ndim == 0:
+            return x
+        rows = padded_rows(x.shape[0], n)
+        return np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
+
+    host = jax.device_get(state)
+    specs = state_specs(state, axis_name)
+    padded = step_lib.TrainState(
+        params={k: pad(v) for k, v in host.params.items()},
+        opt_state={
+            name: jax.tree.map(
+                lambda x, t=host.params[name]: pad(x) if np.shape(x) == np.shape(t) else x, sub
+            )
+            for name, sub in host.opt_state.items()
+        },
+        step=np.asarray(host.step),
+        scratch=pad(host.scratch),
+    )
+
+    def put(x, spec):
+        sharding = NamedSharding(mesh, spec)
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, padded, specs)
+
+
+def needs_sync(mesh: Mesh) -> bool:
+    """Whether callers should wait for each multi-device call to finish on this mesh.
+
+    XLA:CPU gives a process one launch thread per device; with many multi-device steps queued,
+    one thread can block on a device's in-flight limit while the others wait in a collective for
+    it, and the process aborts after 40 s (seen under gdb with 4 simulated devices on 2 cores).
+    GPU and TPU meshes never need it.
+    """
+    return mesh.devices.size > 1 and all(d.platform == "cpu" for d in mesh.devices.flat)
 
 
 def make_sharded_step(
     mesh: Mesh,
     objective: Objective,
     inputs: InputSide,
+    tx: Any,
     *,
+    dup_cap: float = 64.0,
     axis_name: str = AXIS,
-    donate: bool = True,
-    sync_cpu: bool = True,
 ) -> Callable:
-    """Jitted SGD step ``(params, consts, batch, key, lr) -> (params, loss_sum)`` on sharded tables.
+    """The training step on vocabulary-sharded tables, with :func:`w2v_jax.step.make_step`'s
+    signature: ``(state, consts, batch, key) -> (state, metrics)``, un-jitted (wrap it with
+    :func:`w2v_jax.step.make_steps`, as every step).
 
-    The model is the single-device step's (:func:`w2v_jax.step.example_grads` on the same
-    objective and input side); only the gathers and the scatter become collectives.
+    The model is the single-device one (:func:`w2v_jax.step.example_grads` on the same
+    objective and input side) and so is the update (:func:`w2v_jax.step.apply_updates`: the
+    optimizer, its state and the duplicate cap), applied by each device to the rows it owns;
+    only the gathers and the scatter become collectives.
 
     Args:
       mesh: a mesh with the axis ``axis_name`` (:func:`make_mesh`); its size ``n`` must divide
-        the padded table rows (:func:`shard_params` ensures it) and the batch size B.
+        the batch size B.
       objective: any row objective (:mod:`w2v_jax.objectives`; the dense softmax has no rows to
         shard and is refused).
       inputs: skip-gram or CBOW (:mod:`w2v_jax.inputs`).
-      donate: donate ``params`` (tables updated in place).
-      sync_cpu: on a mesh of several CPU devices, wait for each step to finish before
-        returning. XLA:CPU gives a process one launch thread per device; with many multi-device
-        steps queued, one thread can block on a device's in-flight limit while the others wait
-        in a collective for it, and the process aborts after 40 s (seen under gdb with 4
-        simulated devices on 2 cores). GPU and TPU meshes never wait.
+      tx: the optimizer; any element-wise rule (its row-shaped state leaves are split like the
+        tables by :func:`shard_state`).
+      dup_cap: as :func:`w2v_jax.step.make_step`; each owner counts its rows over the global
+        batch, so the cap means the same on n devices as on one.
 
-    The returned function takes
-      params: ``{"center_vecs", objective.table}``, each [Vp, D] sharded by :func:`shard_params`.
-      consts: the objective's constants (``jax.device_put(objective.make_consts(counts))``),
-        replicated.
-      batch: dict of [B, ...] arrays split along B (:func:`shard_batch`) with the input side's
-        ``batch_keys``; other keys are ignored.
-      key: the step's PRNG key, as the single-device step gets it after ``fold_in(key, step)``.
-      lr: [] learning rate.
-
-    and returns the new tables and ``sum_i mask_i * loss_i`` over the global batch. The targets
-    (negatives included) are drawn from ``key`` over the global batch, as on one device, so a
-    sharded step and a single-device step with ``dup_cap=inf`` see identical pairs.
+    The returned function takes the state from :func:`shard_state`, the objective's constants
+    (replicated), a batch dict of [B, ...] arrays split along B (:func:`shard_batch`) with the
+    input side's ``batch_keys`` and ``progress`` [] (replicated), and the base key (folded with
+    the step count inside, as on one device). The targets (negatives included) are drawn over
+    the global batch before the ``shard_map``, so both layouts see identical pairs.
     """
     if objective.dense:
         raise ValueError(
@@ -235,24 +292,30 @@ def make_sharded_step(
     keys = inputs.batch_keys
     n = mesh.shape[axis_name]
 
-    def local_step(params, batch, targets, lr):
+    def local_step(params, opt_state, scratch, batch, targets, progress):
         center_d, out_d = params["center_vecs"], params[out_name]
         dim = center_d.shape[1]
-        lr = jnp.asarray(lr, center_d.dtype)
+        w_B = batch["mask"].astype(center_d.dtype)
         in_ids_BxC = inputs.ids(batch)
         b, c = in_ids_BxC.shape
         t = targets.ids.shape[1]
         m_in = b * c
+        # Entries that update nothing (padding slots, masked examples, Huffman padding) travel
+        # as id -1, which no device owns: they neither read a row nor count as duplicates.
+        in_ok = inputs.valid(batch) & (w_B[:, None] > 0)
+        out_ok = targets.mask & (w_B[:, None] * targets.mask.astype(w_B.dtype) > 0)
+        ids = jnp.concatenate(
+            [
+                jnp.where(in_ok, in_ids_BxC, -1).reshape(-1),
+                jnp.where(out_ok, targets.ids, -1).reshape(-1),
+            ]
+        ).astype(jnp.int32)
 
         # 1. all-gather the ids of both tables: [n, m_in + m_out], the same on every device.
-        ids_all = jax.lax.all_gather(
-            jnp.concatenate([in_ids_BxC.reshape(-1), targets.ids.reshape(-1)]).astype(jnp.int32),
-            axis_name,
-            axis=0,
-        )
+        ids_all = jax.lax.all_gather(ids, axis_name, axis=0)
         in_all, out_all = ids_all[:, :m_in], ids_all[:, m_in:]
         # 2. each device reads the rows it owns (zeros elsewhere); the reduce-scatter sums the
-        #    n contributions (exactly one is non-zero) and hands row block d to device d.
+        #    n contributions (at most one is non-zero) and hands row block d to device d.
         rows = jnp.concatenate(
             [_lookup(center_d, in_all, axis_name), _lookup(out_d, out_all, axis_name)], axis=1
         )
@@ -263,55 +326,88 @@ def make_sharded_step(
         loss_B, in_grads, out_grads = step_lib.example_grads(
             objective, inputs, in_rows, out_rows, targets, batch
         )
-        upd = -lr * jnp.concatenate([in_grads.reshape(-1, dim), out_grads.reshape(-1, dim)])
-
-        # 4. all-gather every device's updates, with its loss sum riding along as one more row
-        #    (so the step needs no separate all-reduce), and scatter-add the rows it owns.
-        payload = jnp.concatenate([upd, jnp.broadcast_to(jnp.sum(loss_B), (1, dim))])
-        # [n, m_in + m_out + 1, D], typed invariant: every device holds the same copy
+        # 4. all-gather every device's gradient rows, with its loss and example sums riding along
+        #    as two more rows (no separate all-reduce), then each device updates the rows it owns
+        #    with the single-device update rule.
+        payload = jnp.concatenate(
+            [
+                in_grads.reshape(-1, dim),
+                out_grads.reshape(-1, dim),
+                # two more rows: [loss sum, 0, ...] and [examples, 0, ...]
+                jnp.zeros((2, dim), center_d.dtype)
+                .at[:, 0]
+                .set(jnp.stack([jnp.sum(loss_B), jnp.sum(w_B)]).astype(center_d.dtype)),
+            ]
+        )
+        # [n, m_in + m_out + 2, D], typed invariant: every device holds the same copy
         payload_all = jax.lax.all_gather(payload, axis_name, axis=0, to="invarying")
-        new = dict(params)
-        new["center_vecs"] = _scatter_owned(center_d, in_all, payload_all[:, :m_in], axis_name)
-        new[out_name] = _scatter_owned(out_d, out_all, payload_all[:, m_in:-1], axis_name)
-        return new, jnp.sum(payload_all[:, -1, 0])
+        updates = {}
+        for name, table, ids_g, lo, hi in (
+            (out_name, out_d, out_all, m_in, -2),
+            ("center_vecs", center_d, in_all, 0, m_in),
+        ):
+            local, owned = _owned_rows(table.shape[0], ids_g, axis_name)
+            owned = owned.reshape(-1)
+            # rows another device owns are dropped by the scatter; zeroing them too keeps them
+            # out of this device's share of the gradient norm
+            grads = jnp.where(owned[:, None], payload_all[:, lo:hi].reshape(-1, dim), 0)
+            updates[name] = (jnp.where(owned, local.reshape(-1), table.shape[0]), grads, owned)
+        params, opt_state, scratch, sq = step_lib.apply_updates(
+            tx, params, opt_state, scratch, updates, {}, progress=progress, dup_cap=dup_cap
+        )
+        loss_sum, examples = jnp.sum(payload_all[:, -2, 0]), jnp.sum(payload_all[:, -1, 0])
+        # The one all-reduce, a scalar, comes last: it depends on the scatter, so no two
+        # collectives of a step can run at the same time (see needs_sync).
+        return params, opt_state, scratch, loss_sum, examples, jax.lax.psum(sq, axis_name)
 
-    table_spec = P(axis_name, None)
-    tables_spec = {"center_vecs": table_spec, out_name: table_spec}
-    sharded = jax.shard_map(
-        local_step,
-        mesh=mesh,
-        in_specs=(tables_spec, P(axis_name), P(axis_name), P()),
-        out_specs=(tables_spec, P()),
-    )
-
-    def step(params, consts, batch, key, lr):
+    def step(state: step_lib.TrainState, consts: Any, batch: dict, key: jax.Array):
         missing = [k for k in keys if k not in batch]
         if missing:
             raise KeyError(f"sharded step ({inputs.name}): batch lacks {missing}; needs {keys}")
         bsz = np.shape(batch["mask"])[0]
         if bsz % n:
             raise ValueError(f"sharded step: batch size {bsz} must be a multiple of {n} devices")
-        for name, table in params.items():
+        for name, table in state.params.items():
             if table.shape[0] % n:
                 raise ValueError(
                     f"sharded step: {name} has {table.shape[0]} rows, not a multiple of {n} "
-                    "devices; pad it with shard_params"
+                    "devices; shard the state with shard_state"
                 )
-        batch = {k: batch[k] for k in keys}
+        key = jax.random.fold_in(key, state.step)
+        progress = batch["progress"]
+        fields = {k: batch[k] for k in keys}
         # The targets of the global batch, drawn as on one device (threefry is partitionable,
         # so XLA splits the draws over the mesh without changing them).
-        targets = objective.targets(consts, inputs.predicted(batch), key)
-        return sharded(params, batch, targets, lr)
+        targets = objective.targets(consts, inputs.predicted(fields), key)
+        specs = state_specs(state, axis_name)
+        sharded = jax.shard_map(
+            local_step,
+            mesh=mesh,
+            in_specs=(
+                specs.params,
+                specs.opt_state,
+                specs.scratch,
+                P(axis_name),
+                P(axis_name),
+                P(),
+            ),
+            out_specs=(specs.params, specs.opt_state, specs.scratch, P(), P(), P()),
+        )
+        params, opt_state, scratch, loss_sum, examples, sq = sharded(
+            state.params, state.opt_state, state.scratch, fields, targets, progress
+        )
+        metrics = {
+            "loss_sum": loss_sum.astype(jnp.float32),
+            "examples": examples.astype(jnp.float32),
+            "lr": jnp.asarray(optim.learning_rate(tx, progress), jnp.float32),
+            "grad_norm": jnp.sqrt(sq),
+        }
+        new = state.replace(
+            params=params, opt_state=opt_state, scratch=scratch, step=state.step + 1
+        )
+        return new, metrics
 
-    jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
-    if not (sync_cpu and n > 1 and all(d.platform == "cpu" for d in mesh.devices.flat)):
-        return jitted
-
-    def synced(params, consts, batch, key, lr):
-        return jax.block_until_ready(jitted(params, consts, batch, key, lr))
-
-    synced.lower = jitted.lower  # for HLO inspection, as on a jitted function
-    return synced
+    return step
 
 
 # ----------------------------------------------------------------------------- multi-host

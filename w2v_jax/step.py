@@ -202,6 +202,71 @@ def duplicate_scale(
     return scale_N, counts_V.at[ids_N].set(jnp.minimum(n_N, 0.0))
 
 
+def apply_updates(
+    tx: Any,
+    params: Params,
+    opt_state: dict,
+    scratch_V: jax.Array,
+    updates: dict[str, tuple],
+    dense_grads: dict[str, jax.Array],
+    *,
+    progress: jax.Array,
+    dup_cap: float,
+    dense: bool = False,
+):
+    """Applies ``tx`` to the touched rows of each table: the update half of every step.
+
+    Args:
+      tx: the optimizer (see :func:`make_step`).
+      params, opt_state: the tables and their optimizer states (a device's shards, in the
+        sharded step).
+      scratch_V: [V] zeros for :func:`duplicate_scale`.
+      updates: ``{name: (ids [N], grads [N, D], valid [N])}``; an id equal to the table's row
+        count names no row (dropped; the sharded step marks rows another device owns so).
+      dense_grads: ``{name: [V, D]}`` for a dense objective.
+      progress: [] run fraction (the schedule's argument).
+      dup_cap, dense: as :func:`make_step`.
+
+    Returns:
+      ``(params, opt_state, scratch_V, sq)`` with ``sq`` the squared norm of the input-side
+      (``center_vecs``) gradient rows and of the dense gradients.
+    """
+    scatter_sgd = isinstance(tx, optim.ScheduledSGD) and not dense
+    extra = optim.extra_args(tx, progress)
+    lr = optim.learning_rate(tx, progress)
+    params, opt_state = dict(params), dict(opt_state)
+    sq = jnp.zeros((), jnp.float32)
+    for name, (ids, grads, valid) in updates.items():
+        table = params[name]
+        if math.isfinite(dup_cap):
+            scale, scratch_V = duplicate_scale(scratch_V, ids, valid, dup_cap)
+            grads = grads * scale[:, None].astype(grads.dtype)
+        if name == "center_vecs":  # the input side only: see make_step's docstring
+            sq = sq + jnp.sum(jnp.square(grads.astype(jnp.float32)))
+        if dense:
+            g_VxD = jnp.zeros_like(table).at[ids].add(grads.astype(table.dtype))
+            params[name], opt_state[name] = optim.dense_apply(
+                tx, table, opt_state[name], g_VxD, **extra
+            )
+        elif scatter_sgd:  # the fast path: a single scatter-add per table
+            params[name] = table.at[ids].add((-lr * grads).astype(table.dtype))
+        else:
+            ids = jnp.where(valid, ids, table.shape[0])
+            params[name], opt_state[name] = optim.sparse_apply(
+                tx, table, opt_state[name], ids, grads, **extra
+            )
+    for name, g_VxD in dense_grads.items():
+        sq = sq + jnp.sum(jnp.square(g_VxD.astype(jnp.float32)))
+        table = params[name]
+        if scatter_sgd:
+            params[name] = table - (lr * g_VxD).astype(table.dtype)
+        else:
+            params[name], opt_state[name] = optim.dense_apply(
+                tx, table, opt_state[name], g_VxD, **extra
+            )
+    return params, opt_state, scratch_V, sq
+
+
 def make_step(
     objective: Objective,
     inputs: InputSide,
@@ -231,48 +296,25 @@ def make_step(
     V=30k, B=4096), while divergence shows first on the input side, whose gradient sums every
     output row's error.
     """
-    scatter_sgd = isinstance(tx, optim.ScheduledSGD) and not dense
 
     def step(state: TrainState, consts: Any, batch: dict, key: jax.Array):
         key = jax.random.fold_in(key, state.step)
         progress = batch["progress"]
-        extra = optim.extra_args(tx, progress)
         lr = optim.learning_rate(tx, progress)
         loss_B, updates, dense_grads = row_gradients(
             objective, inputs, state.params, consts, batch, key
         )
-        params = dict(state.params)
-        opt_state = dict(state.opt_state)
-        scratch = state.scratch
-        sq = jnp.zeros((), jnp.float32)
-        for name, (ids, grads, valid) in updates.items():
-            table = params[name]
-            if math.isfinite(dup_cap):
-                scale, scratch = duplicate_scale(scratch, ids, valid, dup_cap)
-                grads = grads * scale[:, None].astype(grads.dtype)
-            if name == "center_vecs":  # the input side only: see the docstring
-                sq = sq + jnp.sum(jnp.square(grads.astype(jnp.float32)))
-            if dense:
-                g_VxD = jnp.zeros_like(table).at[ids].add(grads.astype(table.dtype))
-                params[name], opt_state[name] = optim.dense_apply(
-                    tx, table, opt_state[name], g_VxD, **extra
-                )
-            elif scatter_sgd:  # the fast path: a single scatter-add per table
-                params[name] = table.at[ids].add((-lr * grads).astype(table.dtype))
-            else:
-                ids = jnp.where(valid, ids, table.shape[0])
-                params[name], opt_state[name] = optim.sparse_apply(
-                    tx, table, opt_state[name], ids, grads, **extra
-                )
-        for name, g_VxD in dense_grads.items():
-            sq = sq + jnp.sum(jnp.square(g_VxD.astype(jnp.float32)))
-            table = params[name]
-            if scatter_sgd:
-                params[name] = table - (lr * g_VxD).astype(table.dtype)
-            else:
-                params[name], opt_state[name] = optim.dense_apply(
-                    tx, table, opt_state[name], g_VxD, **extra
-                )
+        params, opt_state, scratch, sq = apply_updates(
+            tx,
+            state.params,
+            state.opt_state,
+            state.scratch,
+            updates,
+            dense_grads,
+            progress=progress,
+            dup_cap=dup_cap,
+            dense=dense,
+        )
         metrics = {
             "loss_sum": jnp.sum(loss_B).astype(jnp.float32),
             "examples": jnp.sum(batch["mask"]).astype(jnp.float32),
