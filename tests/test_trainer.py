@@ -93,7 +93,7 @@ def test_same_seed_same_vectors(topic_corpus):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 def test_resume_is_bit_identical(topic_corpus, tmp_path, optimizer):
-    cfg = _cfg(epochs=2, optimizer=optimizer, batch_size=128, steps_per_call=2)
+    cfg = _cfg(epochs=2, optimizer=optimizer, batch_size=128, steps_per_call=2, deterministic=True)
     full = train(str(topic_corpus), cfg, progress=False)
     part = train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=6)
     assert not np.array_equal(part.params["center_vecs"], full.params["center_vecs"])
