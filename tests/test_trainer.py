@@ -418,3 +418,70 @@ def test_log_rows_are_window_means_and_never_empty(topic_corpus):
     # The epoch means are means of the per-example losses, so they lie within the row range.
     losses = [r["loss"] for r in rows]
     assert min(losses) <= result.epoch_loss[-1] <= max(losses)
+
+
+# ----------------------------------------------------------------------------- several devices
+
+
+def _mesh(n):
+    import jax
+
+    from w2v_jax import sharding
+
+    if len(jax.devices()) < n:
+        pytest.skip(f"needs {n} devices (conftest.py asks XLA for 4 CPU devices)")
+    return sharding.make_mesh(jax.devices()[:n])
+
+
+def _assert_same_tables(a, b, rtol=2e-4, atol=2e-6):
+    assert a.params.keys() == b.params.keys()
+    for name in a.params:
+        np.testing.assert_allclose(
+            a.params[name], b.params[name], rtol=rtol, atol=atol, err_msg=name
+        )
+
+
+@pytest.mark.parametrize(
+    "model,loss,optimizer",
+    [
+        ("sg", "ns", "sgd"),
+        ("cbow", "hs", "sgd"),
+        ("sg", "nce", "adagrad"),
+        ("cbow", "ns", "adagrad"),
+    ],
+)
+def test_train_on_2_and_4_devices_gives_the_one_device_tables(topic_corpus, model, loss, optimizer):
+    # The same run, tables split by vocabulary rows over 2 and 4 devices: the same model and
+    # update on every device count, so the same tables up to float summation order.
+    cfg = _cfg(model=model, loss=loss, optimizer=optimizer, epochs=1, alpha=0.025)
+    one = train(str(topic_corpus), cfg, progress=False)
+    for n in (2, 4):
+        many = train(str(topic_corpus), cfg, progress=False, mesh=_mesh(n))
+        assert many.update == "sparse" and f"{n} devices" in many.update_reason
+        _assert_same_tables(many, one)
+        assert many.epoch_loss == pytest.approx(one.epoch_loss, rel=1e-5)
+
+
+def test_a_run_on_4_devices_resumes_on_2_and_on_1(topic_corpus, tmp_path):
+    cfg = _cfg(epochs=2, batch_size=128, steps_per_call=2)
+    full = train(str(topic_corpus), cfg, progress=False)
+    for i, n in enumerate((2, 1)):
+        out = tmp_path / f"run{i}"
+        part = train(str(topic_corpus), cfg, out=out, progress=False, max_steps=6, mesh=_mesh(4))
+        assert part.steps == 6
+        mesh = _mesh(n) if n > 1 else None
+        rest = train(str(topic_corpus), cfg, out=out, resume=True, progress=False, mesh=mesh)
+        assert rest.steps > 0
+        _assert_same_tables(rest, full)
+
+
+def test_devices_config_builds_the_mesh_or_says_why_not(topic_corpus):
+    cfg = _cfg(epochs=1, devices=2)
+    result = train(str(topic_corpus), cfg, progress=False, max_steps=2)
+    assert "2 devices" in result.update_reason
+    with pytest.raises(ValueError, match="--devices 64: this process has"):
+        train(str(topic_corpus), _cfg(devices=64, batch_size=64 * 4), progress=False)
+    with pytest.raises(ValueError, match="multiple of --devices 3"):
+        _cfg(devices=3, batch_size=256)
+    with pytest.raises(ValueError, match="runs on one device"):
+        train(str(topic_corpus), _cfg(devices=2, update="dense"), progress=False)

@@ -118,6 +118,13 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="bit-reproducible vectors and resume: the fused kernel on one thread",
     )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=t.devices,
+        help="split the tables by vocabulary rows over this many local devices (on CPU, "
+        "simulated devices over the cores)",
+    )
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument(
         "--checkpoint-every",
@@ -173,6 +180,7 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
             dup_cap=a.dup_cap,
             threads=a.threads,
             deterministic=a.deterministic,
+            devices=a.devices,
             seed=a.seed,
             checkpoint_every_s=a.checkpoint_every,
             log_every_s=a.log_every,
@@ -211,6 +219,7 @@ def run_train(a: argparse.Namespace, argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         fileio.check_writable(out)
+        _ask_for_cpu_devices(cfg.train.devices)
         # Imported only now: bad flags, a busy folder or a full disk fail without loading JAX.
         from w2v_jax.trainer import TrainingInterrupted, train
 
@@ -237,6 +246,16 @@ def run_train(a: argparse.Namespace, argv: list[str] | None = None) -> int:
         _write_outputs(a, cfg, result, vectors, out, rows)
         _report(a, cfg, result, vectors, out)
     return 0
+
+
+def _ask_for_cpu_devices(n: int) -> None:
+    """Lets XLA split the CPU into ``n`` devices, for ``--devices n`` on a machine without
+    accelerators. Only possible before JAX starts its CPU backend, hence before the import; a
+    flag the user set in XLA_FLAGS is left alone. On GPU/TPU machines it changes nothing."""
+    flag = "--xla_force_host_platform_device_count"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n > 1 and flag not in flags and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}={n}".strip()
 
 
 def _write_outputs(a: argparse.Namespace, cfg, result, vectors, out: Path, rows: list) -> None:

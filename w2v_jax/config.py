@@ -74,6 +74,7 @@ class TrainConfig:
     dup_cap: float = 64.0  # a row named n times per batch steps by min(1, cap/n) x its grad sum
     threads: int = 0  # fused kernel threads (Hogwild, like word2vec.c -threads); 0: all cores
     deterministic: bool = False  # bit-reproducible: the fused kernel on 1 thread, or pure JAX
+    devices: int = 1  # tables split by vocabulary rows over this many local devices (sharding.py)
     seed: int = 1  # word2vec.c next_random = 1 per thread
     log_every_s: float = 5.0  # progress line period (seconds)
     checkpoint_every_s: float = 600.0  # periodic atomic checkpoint (seconds); 0 disables
@@ -171,6 +172,12 @@ def validate(cfg: Config) -> Config:
     _check(t.update in UPDATE_MODES, f"--update must be one of {UPDATE_MODES}")
     _check(t.grad in GRAD_MODES, f"--grad must be one of {GRAD_MODES}")
     _check(t.threads >= 0, f"--threads must be >= 0 (0: all cores), got {t.threads}")
+    _check(t.devices >= 1, f"--devices must be >= 1, got {t.devices}")
+    _check(
+        t.batch_size % t.devices == 0,
+        f"--batch-size {t.batch_size} must be a multiple of --devices {t.devices} "
+        "(each device takes B / devices examples)",
+    )
     _check(
         not (t.deterministic and t.threads > 1),
         f"--deterministic runs the fused kernel on one thread; --threads {t.threads} would race "

@@ -555,3 +555,66 @@ def restore_sharded(
 
         params[name] = jax.make_array_from_callback(shape, sharding, shard)
     return params, meta
+
+
+# ----------------------------------------------------------------------------- trainer glue
+
+
+def unshard_state(state: step_lib.TrainState) -> step_lib.TrainState:
+    """A sharded state -> the whole state as host numpy, padding included (:func:`unpad_state`
+    cuts it). Every process gets the whole state (multi-host: gathered over hosts)."""
+    from jax.experimental import multihost_utils
+
+    def host(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(host, state)
+
+
+def unpad_state(state: step_lib.TrainState, rows: Mapping[str, int], vocab_size: int):
+    """Cuts a host state's padding: tables (and their row-shaped optimizer leaves) to ``rows[name]``
+    rows, the scratch counter to V."""
+    opt = {
+        name: jax.tree.map(
+            lambda x, t=state.params[name], r=rows[name]: (
+                x[:r] if np.shape(x) == np.shape(t) else x
+            ),
+            sub,
+        )
+        for name, sub in state.opt_state.items()
+    }
+    return step_lib.TrainState(
+        params={k: v[: rows[k]] for k, v in state.params.items()},
+        opt_state=opt,
+        step=state.step,
+        scratch=state.scratch[:vocab_size],
+    )
+
+
+def shard_batches(batches: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS) -> dict:
+    """A stacked host batch group ``{field: [S, B, ...] or [S]}`` -> global arrays split along B.
+
+    Every process passes the same whole group (it reads the same batch stream) and keeps only
+    its devices' slices; [S] fields (``progress``, ``active``) are replicated.
+    """
+    out = {}
+    for name, value in batches.items():
+        a = np.asarray(value)
+        spec = P(None, axis_name) if a.ndim >= 2 else P()
+        out[name] = jax.make_array_from_callback(
+            a.shape, NamedSharding(mesh, spec), lambda idx, a=a: a[idx]
+        )
+    return out
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of ``tree`` whole on every device of ``mesh`` (the objective's constants)."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        a = np.asarray(x)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(put, tree)

@@ -44,7 +44,7 @@ from w2v_jax import batches as batches_lib
 from w2v_jax import corpus as corpus_lib
 from w2v_jax import inputs as inputs_lib
 from w2v_jax import objectives as objectives_lib
-from w2v_jax import optim
+from w2v_jax import optim, sharding
 from w2v_jax import step as step_lib
 from w2v_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from w2v_jax.config import Config, flat, from_dict, validate
@@ -272,7 +272,7 @@ def _checkpoint_payload(cfg, identity, corpus, vocab, state, position, words_don
 # Settings that may change on --resume: they do not change the trajectory. ``threads`` and
 # ``deterministic`` (the kernel's thread count) join them unless the run's update is "fused";
 # ``update`` itself is compared as the step that ran (identity), so "auto" equals what it chose.
-RESUMABLE_SETTINGS = ("log_every_s", "checkpoint_every_s")
+RESUMABLE_SETTINGS = ("log_every_s", "checkpoint_every_s", "devices")
 _FUSED_ONLY = ("threads", "deterministic")
 # How a setting is named in messages, where it is not "--" + the field with dashes.
 _SETTING_NAMES = {
@@ -399,6 +399,33 @@ class _StopOnSignals:
 # ----------------------------------------------------------------------------- train
 
 
+def _local_mesh(n: int):
+    """A mesh of this process's first ``n`` devices, or a clear error when there are fewer."""
+    local = jax.local_devices()
+    if len(local) < n:
+        platform = local[0].platform
+        hint = (
+            " (on CPU, `w2v-jax train --devices N` sets them up; from Python set "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax)"
+            if platform == "cpu"
+            else ""
+        )
+        raise ValueError(f"--devices {n}: this process has {len(local)} {platform} device(s){hint}")
+    return sharding.make_mesh(local[:n])
+
+
+def _sharded_step(cfg: Config, mesh, objective, inputs, tx):
+    """``(update, reason, step)`` on a mesh: the pure-JAX row step, split by vocabulary rows."""
+    if cfg.train.update not in ("auto", "sparse"):
+        raise ValueError(
+            f"--update {cfg.train.update} runs on one device; on {mesh.devices.size} devices "
+            "the step is the pure-JAX row step (--update auto or sparse)"
+        )
+    step = sharding.make_sharded_step(mesh, objective, inputs, tx, dup_cap=cfg.train.dup_cap)
+    reason = f"the pure-JAX row step, tables split over {mesh.devices.size} devices by rows"
+    return "sparse", reason, step
+
+
 def resolve(cfg: Config, *, objective=None, tx=None):
     """``(objective, inputs, tx)``: the values ``cfg`` names, unless given (done once per run)."""
     objective = objective if objective is not None else objectives_lib.from_config(cfg)
@@ -418,6 +445,7 @@ def train(
     max_steps: int | None = None,
     tx: Any = None,
     objective: objectives_lib.Objective | None = None,
+    mesh: Any = None,
 ) -> TrainResult:
     """Trains word2vec on ``corpus`` (a path, a folder, or a named corpus such as ``wiki-sample``).
 
@@ -435,6 +463,11 @@ def train(
         transformation (``optax.adagrad(0.1)``; its own learning rate), or
         :func:`w2v_jax.optim.make_optimizer` for word2vec's linear decay.
       objective: an :class:`~w2v_jax.objectives.Objective` instead of ``config``'s ``--loss``.
+      mesh: a ``jax.sharding.Mesh`` to split the tables over by vocabulary rows
+        (:mod:`w2v_jax.sharding`; all processes' devices in a multi-host run); ``None`` with
+        ``devices > 1`` in the config makes a mesh of that many local devices. The step is the
+        pure-JAX row step's model and update under ``shard_map``; checkpoints do not depend on
+        the device count (resume on another mesh, or on one device).
 
     Returns:
       A :class:`TrainResult`.
@@ -442,8 +475,12 @@ def train(
     # Prepare: resolve every name of the config into a value, once.
     cfg = validate(config if config is not None else Config())
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
-    update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx)
-    one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
+    mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
+    if mesh is None:
+        update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx)
+        one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
+    else:
+        update, update_reason, one_step = _sharded_step(cfg, mesh, objective, inputs, tx)
     if progress:
         print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
     identity = _run_identity(cfg, objective, tx, update)
@@ -469,7 +506,8 @@ def train(
     corpus_id = corpus_fingerprint(encoded, str(getattr(source, "name", corpus)))
     if ckpt is not None:
         _check_corpus(ckpt, corpus_id, ckpt_path)
-    consts = jax.device_put(objective.make_consts(vocab.counts))
+    consts = objective.make_consts(vocab.counts)
+    consts = jax.device_put(consts) if mesh is None else sharding.replicate(consts, mesh)
 
     # Restore (or start).
     init_key, step_key = jax.random.split(jax.random.key(cfg.train.seed))
@@ -484,6 +522,16 @@ def train(
         words_done = int(ckpt["words_done"])
         tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=start.epoch)
     tally.epoch = start.epoch
+    table_rows = {name: int(table.shape[0]) for name, table in state.params.items()}
+    if mesh is not None:
+        state = sharding.shard_state(state, mesh)
+    sync = mesh is not None and sharding.needs_sync(mesh)
+
+    def host_state() -> step_lib.TrainState:
+        """The state as one device would hold it (no padding rows), for checkpoints."""
+        if mesh is None:
+            return state
+        return sharding.unpad_state(sharding.unshard_state(state), table_rows, len(vocab.words))
 
     # Run.
     steps_fn = step_lib.make_steps(one_step)
@@ -538,7 +586,7 @@ def train(
     def checkpoint() -> None:
         pull()
         payload = _checkpoint_payload(
-            cfg, identity, corpus_id, vocab, state, position, words_done, tally
+            cfg, identity, corpus_id, vocab, host_state(), position, words_done, tally
         )
         save_checkpoint(ckpt_path, payload)
 
@@ -548,7 +596,11 @@ def train(
                 break
             ep = position.epoch
             batch = _stack(group, cfg.train.steps_per_call)
+            if mesh is not None:
+                batch = sharding.shard_batches(batch, mesh)
             state, metrics = steps_fn(state, consts, batch, step_key)
+            if sync:
+                jax.block_until_ready(metrics)
             pending.append((metrics, ep, len(group)))
             position, words_done = info.position, info.words_done
             now = time.perf_counter()
@@ -584,7 +636,7 @@ def train(
     return TrainResult(
         config=cfg,
         vocab=vocab,
-        params=jax.device_get(state.params),
+        params=jax.device_get(host_state().params),
         history=history,
         epoch_loss=tally.epoch_means,
         words_per_sec=(words_done - words_at_start) / max(seconds, 1e-9),
