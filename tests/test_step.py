@@ -209,3 +209,58 @@ def test_second_call_does_not_retrace():
     state, _ = jitted(state, consts, batch, jax.random.key(0))
     assert len(traces) == 1
     assert isinstance(state, step_lib.TrainState) and int(state.step) == 2
+
+
+def _step_with(cfg, combine: bool):
+    objective, inputs, tx = (
+        objectives.from_config(cfg),
+        inputs_lib.from_config(cfg),
+        optim.from_config(cfg),
+    )
+    return step_lib.make_step(
+        objective, inputs, tx, dup_cap=cfg.train.dup_cap, combine_duplicates=combine
+    )
+
+
+@pytest.mark.parametrize("dup_cap", [4.0, float("inf")])
+@pytest.mark.parametrize("model,loss", [("sg", "ns"), ("sg", "hs"), ("cbow", "hs")])
+def test_combined_duplicates_give_the_plain_scatter_tables(model, loss, dup_cap):
+    # The GPU's update (rows of repeated ids summed, then one scatter of unique rows) against
+    # the CPU's plain scatter-add: V=7 and B=64 repeat every row many times, and cap 4 makes
+    # the duplicate cap bite, so its per-entry scale must come before the sum.
+    cfg = _cfg(model=model, loss=loss, dup_cap=dup_cap)
+    _, state, consts, batch = _state_and_batch(cfg, vocab_size=7, b=64)
+    key = jax.random.key(9)
+    plain, _ = jax.jit(_step_with(cfg, False))(state, consts, batch, key)
+    combined, _ = jax.jit(_step_with(cfg, True))(state, consts, batch, key)
+    for name in plain.params:
+        assert not np.array_equal(plain.params[name], state.params[name]), name
+        np.testing.assert_allclose(
+            combined.params[name], plain.params[name], rtol=1e-5, atol=1e-7, err_msg=name
+        )
+    np.testing.assert_array_equal(combined.scratch, 0.0)
+
+
+@pytest.mark.parametrize("model,loss", [("sg", "ns"), ("cbow", "hs")])
+def test_combined_duplicates_write_no_vocab_sized_buffer(model, loss):
+    v = 5003
+    cfg = _cfg(model=model, loss=loss)
+    _, state, consts, batch = _state_and_batch(cfg, vocab_size=v)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), batch)
+    stacked["active"] = jnp.array([True, False])
+    steps = step_lib.make_steps(_step_with(cfg, True))
+    text = steps.lower(state, consts, stacked, jax.random.key(0)).compile().as_text()
+    assert re.search(rf"\[{v},16\]", text), "the tables should appear in the HLO"
+    assert hlo.vocab_sized_ops(text, v) == []
+
+
+def test_device_defaults_fill_only_what_the_config_leaves_open(monkeypatch):
+    cpu = step_lib.device_defaults(Config())
+    assert (cpu.train.batch_size, cpu.train.steps_per_call) == (4096, 8)
+    monkeypatch.setattr(step_lib, "_platform", lambda: "gpu")
+    gpu = step_lib.device_defaults(Config())
+    assert (gpu.train.batch_size, gpu.train.steps_per_call) == (65536, 16)
+    mine = step_lib.device_defaults(override(Config(), batch_size=4095, devices=3))
+    assert (mine.train.batch_size, mine.train.steps_per_call) == (4095, 16)
+    three = step_lib.device_defaults(override(Config(), devices=3))
+    assert three.train.batch_size % 3 == 0 and three.train.batch_size >= 65536

@@ -8,7 +8,8 @@ The step is one pure function ``(state, consts, batch, key) -> (state, metrics)`
 3. row gradients from the objective (hand-derived, :mod:`w2v_jax.gradients`), each multiplied by
    its example's mask (:func:`example_grads`, the decomposition every backend shares);
 4. apply the optimizer to the touched rows only. Plain SGD (:class:`~w2v_jax.optim.ScheduledSGD`)
-   is one scatter-add per table (``.at[ids].add``: repeated ids sum); any other element-wise
+   is one scatter-add per table (``.at[ids].add``: repeated ids sum; on GPU of the rows summed
+   per unique id first, see :func:`make_step`); any other element-wise
    optax rule goes through :func:`w2v_jax.optim.sparse_apply`. The cost of a step does not depend
    on V, except for the full softmax, which is V-wide by nature.
 
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from w2v_jax import optim
+from w2v_jax.config import override
 from w2v_jax.inputs import InputSide
 from w2v_jax.objectives import Objective, Targets
 
@@ -213,6 +215,7 @@ def apply_updates(
     progress: jax.Array,
     dup_cap: float,
     dense: bool = False,
+    combine: bool = False,
 ):
     """Applies ``tx`` to the touched rows of each table: the update half of every step.
 
@@ -226,6 +229,8 @@ def apply_updates(
       dense_grads: ``{name: [V, D]}`` for a dense objective.
       progress: [] run fraction (the schedule's argument).
       dup_cap, dense: as :func:`make_step`.
+      combine: plain SGD sums the rows of repeated ids first (:func:`w2v_jax.optim.
+        combine_duplicates`) and scatters each touched row once; see :func:`make_step`.
 
     Returns:
       ``(params, opt_state, scratch_V, sq)`` with ``sq`` the squared norm of the input-side
@@ -247,6 +252,13 @@ def apply_updates(
             g_VxD = jnp.zeros_like(table).at[ids].add(grads.astype(table.dtype))
             params[name], opt_state[name] = optim.dense_apply(
                 tx, table, opt_state[name], g_VxD, **extra
+            )
+        elif scatter_sgd and combine:  # one scatter of unique rows (GPU: no atomic contention)
+            # After the cap: the cap scales each entry by its row's count, then rows are summed.
+            ids = jnp.where(valid, ids, table.shape[0])
+            unique_N, g_NxD = optim.combine_duplicates(ids, grads, table.shape[0])
+            params[name] = table.at[unique_N].add(
+                (-lr * g_NxD).astype(table.dtype), mode="drop", indices_are_sorted=True
             )
         elif scatter_sgd:  # the fast path: a single scatter-add per table
             params[name] = table.at[ids].add((-lr * grads).astype(table.dtype))
@@ -274,6 +286,7 @@ def make_step(
     *,
     dup_cap: float = 64.0,
     dense: bool = False,
+    combine_duplicates: bool | None = None,
 ) -> Callable:
     """The un-jitted single step ``(state, consts, batch, key) -> (state, metrics)``.
 
@@ -285,6 +298,13 @@ def make_step(
       dup_cap: a row named n > cap times in a batch steps by ``cap/n`` times its summed gradient
         (:func:`duplicate_scale`); ``inf`` is the plain sum.
       dense: apply ``tx`` to whole [V, D] gradients (the optax reference, O(V) per step).
+      combine_duplicates: with plain SGD, sum the rows of repeated ids (sorted unique ids and a
+        segment sum, fixed size N) and scatter each touched row once, instead of one scatter-add
+        of all N rows. ``None``: on when the run's platform is ``gpu``, where an f32 scatter-add
+        with many repeated ids is very slow (openxla/xla#46225: its atomic adds to one address
+        serialise; the Huffman root is on every path, a frequent word is a negative hundreds of
+        times per batch). On CPU the plain scatter-add is the faster one and stays the default.
+        Both give the same tables up to the order of float summation.
 
     ``batch`` is a dict of arrays: ``center``, ``context``, ``mask`` (plus ``context_mask`` for
     CBOW) and ``progress`` [] float32, the run fraction that sets the learning rate.
@@ -296,6 +316,8 @@ def make_step(
     V=30k, B=4096), while divergence shows first on the input side, whose gradient sums every
     output row's error.
     """
+
+    combine = _platform() == "gpu" if combine_duplicates is None else combine_duplicates
 
     def step(state: TrainState, consts: Any, batch: dict, key: jax.Array):
         key = jax.random.fold_in(key, state.step)
@@ -314,6 +336,7 @@ def make_step(
             progress=progress,
             dup_cap=dup_cap,
             dense=dense,
+            combine=combine,
         )
         metrics = {
             "loss_sum": jnp.sum(loss_B).astype(jnp.float32),
@@ -369,6 +392,33 @@ def _platform() -> str:
     if device is None:
         return jax.default_backend()
     return device if isinstance(device, str) else device.platform
+
+
+# The batch shape a run gets when its config leaves it to the device (``batch_size`` or
+# ``steps_per_call`` None): ``platform -> (B, steps per call)``, other platforms take "cpu"'s.
+# CPU: B=4096 and 8 steps per call, the values every CPU figure in BENCHMARKS.md was measured at.
+# GPU: a B=4096 step moves ~10 MB of rows, microseconds of an H100/H200's bandwidth, so it is
+# bound by kernel launches and host round trips; 16x the pairs per step (65,536) and twice the
+# steps per call amortise both, while the duplicate cap keeps the hot rows' steps bounded (a
+# frequent word is then a negative thousands of times per batch: it steps by cap/n of its sum).
+# Not yet measured on a GPU (bench/gpu.sh is the check; no GPU has been lent to this project).
+DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (65536, 16)}
+
+
+def device_defaults(cfg):
+    """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
+    are ``None`` (:data:`DEVICE_BATCH`; B rounded up to a multiple of ``devices``). Values the
+    config gives are kept. :func:`w2v_jax.train` calls it once, before anything else."""
+    t = cfg.train
+    if t.batch_size is not None and t.steps_per_call is not None:
+        return cfg
+    b, s = DEVICE_BATCH.get(_platform(), DEVICE_BATCH["cpu"])
+    b = -(-b // t.devices) * t.devices
+    return override(
+        cfg,
+        batch_size=b if t.batch_size is None else t.batch_size,
+        steps_per_call=s if t.steps_per_call is None else t.steps_per_call,
+    )
 
 
 def choose_update(cfg, objective: Objective, inputs: InputSide, tx: Any) -> tuple[str, str]:
