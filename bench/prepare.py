@@ -145,10 +145,17 @@ def child(args: argparse.Namespace) -> None:
             old_vocab, old_corpus = _load_old(args.old_rev)
     base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     digest = ""
+    scan = float("nan")
     with tempfile.TemporaryDirectory(dir=args.data_dir) as cache:
         t = time.perf_counter()
         if kind == "new":
-            vocab, enc = corpus.prepare_corpus(source, cfg, cache_dir=cache)
+
+            def progress(p) -> None:
+                nonlocal scan
+                if p.done:  # the pass over the text ends; counting, choosing, writing follow
+                    scan = time.perf_counter() - t
+
+            vocab, enc = corpus.prepare_corpus(source, cfg, cache_dir=cache, progress=progress)
             v = len(vocab)
         elif kind == "old":
             vocab = old_vocab.build_vocab(source.sentences(), cfg)
@@ -167,6 +174,7 @@ def child(args: argparse.Namespace) -> None:
         if kind in ("old", "new"):
             digest = _digest(vocab, enc)
     out = dict(kind=kind, seconds=seconds, peak_mb=peak_kb / 1024, base_mb=base_kb / 1024, V=v)
+    out["scan"] = scan
     print(json.dumps(dict(out, digest=digest)))
 
 
@@ -263,6 +271,14 @@ def main() -> None:
         f"new/gensim-iter {ratio('new', 'gensim-iter', 'peak_mb')}, "
         f"new/old {ratio('new', 'old', 'peak_mb')}"
     )
+    if "new" in runs:
+        scan = statistics.median(o["scan"] for o in runs["new"])
+        rest = statistics.median(o["seconds"] - o["scan"] for o in runs["new"])
+        print(
+            f"new by phase (medians): the pass over the text {scan:.2f}s "
+            f"({tokens / scan / 1e6:.2f}M tokens/s); counting, choosing the vocabulary and "
+            f"writing the ids {rest:.2f}s"
+        )
     if "old" in runs and "new" in runs:
         digests = {o["digest"] for o in runs["old"] + runs["new"]}
         print(f"old and new outputs identical: {len(digests) == 1} ({', '.join(sorted(digests))})")
