@@ -455,3 +455,14 @@ def test_corrupt_compressed_corpus_is_a_clear_error(tmp_path, kind, suffix, how)
         with pytest.raises(ValueError) as e:
             read()
         assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
+def test_progress_with_pruning_reports_count_then_encode(tmp_path, monkeypatch):
+    _small_blocks(monkeypatch, 256)
+    src = _source(tmp_path, "one two three four\n" * 200)
+    seen = []
+    cfg = dataclasses.replace(DataConfig(), min_count=1, max_vocab_size=10)
+    corpus_mod.prepare_corpus(src, cfg, progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert phases == sorted(phases) and set(phases) == {"count", "encode"}  # count first
+    assert [p.tokens for p in seen if p.done] == [800, 800]

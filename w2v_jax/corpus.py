@@ -578,9 +578,9 @@ class ReadProgress:
     """Where a pass over the corpus is, for a ``progress`` callable.
 
     Attributes:
-      phase: ``"count+encode"`` (prepare_corpus's one pass) or ``"encode"`` (encode_corpus, and
-        prepare_corpus's second pass with ``max_vocab_size`` or a ``token_pattern``, whose
-        counting pass reports nothing).
+      phase: ``"count+encode"`` (prepare_corpus's one pass), or ``"count"`` then ``"encode"``
+        (prepare_corpus with ``max_vocab_size``: pruning needs a counting pass of its own), or
+        ``"encode"`` (encode_corpus). With a ``token_pattern`` only the encoding reports.
       tokens: tokens read so far.
       bytes_read: bytes of the corpus files read so far (compressed bytes for compressed files).
       bytes_total: bytes of all the corpus files.
@@ -944,15 +944,25 @@ def _scan(
     return np.concatenate(raw_parts), known
 
 
-def _byte_sentences(source: CorpusSource) -> Iterator[list[bytes]]:
+def _byte_sentences(
+    source: CorpusSource, progress: Callable[[ReadProgress], None] | None = None
+) -> Iterator[list[bytes]]:
     """iter_sentences' sentences for the default tokenizer, as UTF-8 bytes tokens (the counting
     pass with ``max_vocab_size``, whose pruning needs them one sentence at a time)."""
     n_tokens = 0
-    for file in _list_files(Path(source.path)):
+    files = _list_files(Path(source.path))
+    total_bytes = sum(f.stat().st_size for f in files)
+    done_bytes = 0
+    t0 = time.perf_counter()
+    for file in files:
         pending: list[bytes] = []
-        for chunk, _ in _chunks(file, source.lowercase, _BLOCK_BYTES):
+        read = 0
+        for chunk, read in _chunks(file, source.lowercase, _BLOCK_BYTES):
             tokens = chunk.split()  # the same tokens as _split: the chunk is normalised
             n_tokens += len(tokens)
+            if progress is not None:
+                seconds = time.perf_counter() - t0
+                progress(ReadProgress("count", n_tokens, done_bytes + read, total_bytes, seconds))
             ends = np.cumsum(_split(chunk)[2]).tolist()
             begin = 0
             for end in ends[:-1]:
@@ -964,6 +974,10 @@ def _byte_sentences(source: CorpusSource) -> Iterator[list[bytes]]:
                 begin = end
             pending.extend(tokens[begin:])
         yield from _cut(pending, source.max_sentence_len)
+        done_bytes += read
+    if progress is not None:
+        seconds = time.perf_counter() - t0
+        progress(ReadProgress("count", n_tokens, total_bytes, total_bytes, seconds, True))
     if n_tokens == 0:
         raise ValueError(
             f"--corpus {source.path}: empty corpus (no tokens); pass a non-empty text corpus"
@@ -1201,7 +1215,7 @@ def prepare_corpus(
     vocab = _load_vocab_cache(vocab_path)
     if vocab is None and (source.token_pattern is not None or cfg.max_vocab_size is not None):
         if source.token_pattern is None:
-            counts, total = count_words(_byte_sentences(source), cfg.max_vocab_size)
+            counts, total = count_words(_byte_sentences(source, progress), cfg.max_vocab_size)
             vocab = vocab_from_counter(counts, total, cfg)
         else:
             vocab = build_vocab(source.sentences(), cfg)
