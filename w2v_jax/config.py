@@ -67,8 +67,8 @@ class TrainConfig:
     alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c -alpha)
     min_alpha: float = 1e-4  # word2vec.c: alpha never falls below starting_alpha * 1e-4
     optimizer: str = "sgd"  # sgd with linear decay (word2vec.c), or a row-sparse optax rule
-    batch_size: int = 4096  # B pairs (skip-gram) or windows (CBOW) per step
-    steps_per_call: int = 8  # lax.scan length: steps fused into one device call
+    batch_size: int | None = None  # B pairs/windows per step; None: 4096 CPU, 65536 GPU (*)
+    steps_per_call: int | None = None  # lax.scan length per device call; None: 8 CPU, 16 GPU (*)
     update: str = "auto"  # fused C kernel where it applies on CPU, else "sparse" row scatter-add
     grad: str = "manual"  # "manual": gradients.py; "autodiff": jax.grad of losses.py
     dup_cap: float = 64.0  # a row named n times per batch steps by min(1, cap/n) x its grad sum
@@ -164,8 +164,11 @@ def validate(cfg: Config) -> Config:
     _check(d.subsample_rule in SUBSAMPLE_RULES, f"subsample_rule must be one of {SUBSAMPLE_RULES}")
     _check(d.max_sentence_len >= 2, "max_sentence_len must be >= 2")
     _check(t.epochs >= 1, f"--epochs must be >= 1, got {t.epochs}")
-    _check(t.batch_size >= 1, f"--batch-size must be >= 1, got {t.batch_size}")
-    _check(t.steps_per_call >= 1, "steps_per_call must be >= 1")
+    # (*) None: the device's choice, resolved once by train() (step.device_defaults)
+    _check(
+        t.batch_size is None or t.batch_size >= 1, f"--batch-size must be >= 1, got {t.batch_size}"
+    )
+    _check(t.steps_per_call is None or t.steps_per_call >= 1, "steps_per_call must be >= 1")
     _check(cfg.alpha > 0, f"--alpha must be > 0, got {cfg.alpha}")
     _check(0 <= t.min_alpha <= cfg.alpha, "--min-alpha must be in [0, alpha]")
     _check(t.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}")
@@ -174,7 +177,7 @@ def validate(cfg: Config) -> Config:
     _check(t.threads >= 0, f"--threads must be >= 0 (0: all cores), got {t.threads}")
     _check(t.devices >= 1, f"--devices must be >= 1, got {t.devices}")
     _check(
-        t.batch_size % t.devices == 0,
+        t.batch_size is None or t.batch_size % t.devices == 0,
         f"--batch-size {t.batch_size} must be a multiple of --devices {t.devices} "
         "(each device takes B / devices examples)",
     )
