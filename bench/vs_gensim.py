@@ -6,6 +6,25 @@
     python bench/vs_gensim.py --corpus zipf:5000000:1000000 --min-count 1 --no-eval  # V ~ 1e6
     python bench/vs_gensim.py --corpus /data/text8 --epochs 1
 
+End to end (``--end-to-end``): the whole run as a user waits for it, each in its own subprocess
+started cold: ``w2v-jax train`` (read+count+encode with a fresh encoded-corpus cache, XLA
+compilation, training, writing vectors.bin; the C++ kernel's one-time build is not counted, its
+usual cache is kept) and gensim ``Word2Vec`` (LineSentence iterator, or ``--gensim-input
+corpus_file``; build_vocab, train, save_word2vec_format), same hyperparameters, gensim on every
+core. Columns per phase and the child's peak RSS (``ru_maxrss``), medians of ``--repeats``. The
+final run (about 15 minutes on 2 cores; run it on a quiet machine):
+
+    python bench/vs_gensim.py --end-to-end --variants sg-ns,sg-hs,cbow-ns --repeats 3 --update auto
+    python bench/vs_gensim.py --end-to-end --variants sg-ns --repeats 3 --update auto \
+        --gensim-input corpus_file
+    # smoke test (about 1 minute): --corpus lee --epochs 1 --repeats 1 --variants sg-ns
+
+w2v_jax's phases are read from outside the process: startup = until the first stderr line
+("update: ..."); prepare (read, count, encode, fingerprint, init) = until training began
+(checkpoint.w2v's mtime minus the training seconds the run prints; the "count+encode: ... done"
+line gives that pass alone); train = the run's own training seconds (XLA compilation included);
+write = checkpoint.w2v's mtime to metrics.jsonl's (vectors.bin, vocab.txt, config.json).
+
 Both sides share one vocabulary pass (ours; gensim builds its own from the same sentences with
 the same min_count) and are timed on training alone: gensim's ``model.train`` call, our training
 loop (``TrainResult.train_seconds``, which includes XLA compilation; the steady-state rate without
@@ -110,10 +129,10 @@ def run_ours(source, vocab, model, loss, args, seed):
         sample=args.sample,
         epochs=args.epochs,
         seed=seed,
-        batch_size=args.batch_size,
         update=args.update,
         log_every_s=1e9,
         checkpoint_every_s=0.0,
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
         **({"steps_per_call": args.steps_per_call} if args.steps_per_call else {}),
     )
     res = w2v_jax.train(source, cfg, vocab=vocab, progress=False)
@@ -124,6 +143,206 @@ def run_ours(source, vocab, model, loss, args, seed):
         "vectors": res.vectors("in"),
         "history": hist,
     }
+
+
+# ----------------------------------------------------------------------------- end to end
+
+_GENSIM_CHILD = r"""
+import json, sys, time
+t_import = time.time()
+from gensim.models import Word2Vec
+from gensim.models.word2vec import LineSentence
+a = json.loads(sys.argv[1])
+kw = dict(vector_size=a["dim"], window=a["window"], min_count=a["min_count"], sample=a["sample"],
+          sg=int(a["model"] == "sg"), hs=int(a["loss"] == "hs"),
+          negative=a["negative"] if a["loss"] == "ns" else 0, workers=a["workers"], seed=a["seed"],
+          epochs=a["epochs"], alpha=a["alpha"], min_alpha=1e-4)
+m = Word2Vec(**kw)
+t0 = time.time()
+if a["input"] == "corpus_file":
+    m.build_vocab(corpus_file=a["corpus"])
+else:
+    m.build_vocab(LineSentence(a["corpus"]))
+t1 = time.time()
+if a["input"] == "corpus_file":
+    m.train(corpus_file=a["corpus"], total_examples=m.corpus_count,
+            total_words=m.corpus_total_words, epochs=a["epochs"])
+else:
+    m.train(LineSentence(a["corpus"]), total_examples=m.corpus_count, epochs=a["epochs"])
+t2 = time.time()
+m.wv.save_word2vec_format(a["out"], binary=True)
+t3 = time.time()
+print(json.dumps({"t_start": t0, "build_vocab": t1 - t0, "train": t2 - t1, "write": t3 - t2}))
+"""
+
+
+def run_child(cmd: list[str], env: dict | None = None) -> dict:
+    """Runs ``cmd``; returns its wall seconds, peak RSS (MB), stdout, and timestamped stderr."""
+    import subprocess
+    import threading
+
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[tuple[float, str]] = []
+    out: list[str] = []
+
+    def read_err():
+        for line in proc.stderr:
+            lines.append((time.time(), line.rstrip("\n")))
+
+    threads = [
+        threading.Thread(target=read_err),
+        threading.Thread(target=lambda: out.append(proc.stdout.read())),
+    ]
+    for t in threads:
+        t.start()
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
+    t_end = time.time()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for t in threads:
+        t.join()
+    if proc.returncode != 0:
+        tail = "\n".join(line for _, line in lines[-20:])
+        raise RuntimeError(f"{cmd[:3]} exited {proc.returncode}:\n{tail}")
+    return {
+        "t0": t0,
+        "total": t_end - t0,
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+        "stdout": out[0] if out else "",
+        "stderr": lines,
+    }
+
+
+def e2e_ours(corpus_path, model, loss, args, seed, work: Path) -> dict:
+    """``w2v-jax train`` in a subprocess; phases from its stderr times and output files."""
+    import re
+
+    from w2v_jax import fused
+
+    out = work / f"w2v_jax-{model}-{loss}-{seed}"
+    cache = work / f"cache-{model}-{loss}-{seed}"  # cold: count and encode again
+    env = {**os.environ, "W2V_JAX_CACHE": str(cache)}
+    env.setdefault("W2V_JAX_KERNEL_CACHE", str(fused._cache_dir()))  # a one-time build
+    cmd = [sys.executable, "-m", "w2v_jax.cli", "train", "--corpus", str(corpus_path)]
+    cmd += ["--out", str(out), "--model", model, "--loss", loss, "--dim", str(args.dim)]
+    cmd += ["--window", str(args.window), "--negative", str(args.negative)]
+    cmd += ["--min-count", str(args.min_count), "--sample", str(args.sample)]
+    cmd += ["--epochs", str(args.epochs), "--seed", str(seed), "--update", args.update]
+    cmd += ["--checkpoint-every", "0", "--neighbours", ""]
+    if args.batch_size:
+        cmd += ["--batch-size", str(args.batch_size)]
+    if args.steps_per_call:
+        cmd += ["--steps-per-call", str(args.steps_per_call)]
+    r = run_child(cmd, env)
+    m = re.search(r"in ([\d.]+)s \(", r["stdout"])
+    if m is None:
+        raise RuntimeError(f"no training time in w2v-jax's output:\n{r['stdout']}")
+    train = float(m.group(1))
+    t_first = r["stderr"][0][0] if r["stderr"] else r["t0"]
+    t_ckpt = (out / "checkpoint.w2v").stat().st_mtime
+    res = {
+        "startup": t_first - r["t0"],
+        "prepare": t_ckpt - train - t_first,
+        "train": train,
+        "write": (out / "metrics.jsonl").stat().st_mtime - t_ckpt,
+        "total": r["total"],
+        "peak_rss_mb": r["peak_rss_mb"],
+    }
+    for _, line in r["stderr"]:  # e.g. "count+encode: 0.5M tokens (...), 3.2 s done"
+        done = re.match(r"(\S+): .* ([\d.]+) s done$", line)
+        if done:
+            res[done.group(1)] = float(done.group(2))
+    res["vectors"] = out / "vectors.bin"
+    return res
+
+
+def e2e_gensim(corpus_path, model, loss, args, seed, work: Path) -> dict:
+    out = work / f"gensim-{model}-{loss}-{seed}.bin"
+    a = dict(vars(args), model=model, loss=loss, seed=seed, corpus=str(corpus_path), out=str(out))
+    a["alpha"], a["input"] = (0.025 if model == "sg" else 0.05), args.gensim_input
+    r = run_child([sys.executable, "-c", _GENSIM_CHILD, json.dumps(a, default=str)])
+    phases = json.loads(r["stdout"].strip().splitlines()[-1])
+    res = {"startup": phases.pop("t_start") - r["t0"], **phases}
+    res.update(total=r["total"], peak_rss_mb=r["peak_rss_mb"], vectors=out)
+    return res
+
+
+def end_to_end(args) -> int:
+    """Each system's whole run in a fresh subprocess; a table of phases, memory and quality."""
+    import tempfile
+
+    from w2v_jax import corpus as corpus_lib
+    from w2v_jax.vectors import load_vectors
+
+    source = corpus_lib.resolve_corpus(args.corpus)
+    path = getattr(source, "path", None)
+    if path is None or not Path(path).is_file():
+        raise SystemExit(f"--end-to-end needs a corpus that is one text file, got {args.corpus}")
+    raw_words = sum(len(s) for s in source.sentences())
+    print(
+        f"end to end, corpus {args.corpus} ({path}): {raw_words:,} tokens; {os.cpu_count()} "
+        f"cores; gensim workers={args.workers}, input {args.gensim_input}; "
+        f"w2v_jax --update {args.update}",
+        flush=True,
+    )
+    runs = {"gensim": e2e_gensim, "w2v_jax": e2e_ours}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="w2v_e2e_") as tmp:
+        for variant in args.variants.split(","):
+            model, loss = VARIANTS[variant]
+            per = {"gensim": [], "w2v_jax": []}
+            for r in range(args.repeats):
+                seed = r + 1
+                for system, fn in runs.items():
+                    res = fn(path, model, loss, args, seed, Path(tmp))
+                    res["words_per_sec"] = raw_words * args.epochs / res["train"]
+                    res.update(evaluate(load_vectors(res.pop("vectors")), not args.no_eval))
+                    per[system].append(res)
+                    print(
+                        f"  {variant} {system:8s} seed {seed}: "
+                        + ", ".join(f"{k} {v:,.3f}" for k, v in res.items()),
+                        flush=True,
+                    )
+                    if args.json:
+                        with open(args.json, "a") as f:
+                            row = {"variant": variant, "system": system, "seed": seed}
+                            f.write(json.dumps({**row, **vars(args), **res}) + "\n")
+            rows.append((variant, per))
+
+    quality = [] if args.no_eval else ["wordsim353", "simlex999", "analogy"]
+    cols = {
+        "gensim": ["startup", "build_vocab", "train", "write"],
+        "w2v_jax": ["startup", "prepare", "train", "write"],
+    }
+    print()
+    print("Seconds per phase (w2v_jax: prepare = read+count+encode+init, train includes XLA")
+    print("compilation; gensim: build_vocab = read+count), peak RSS of the child, quality.")
+    head = ["phases", "total s", "words/s (train)", "peak RSS MB", *quality]
+    print("| variant | system | " + " | ".join(head) + " |")
+    print("|" + " --- |" * (len(head) + 2))
+    for variant, per in rows:
+        med = {s: {k: statistics.median(o[k] for o in per[s]) for k in per[s][0]} for s in per}
+        for system in ("gensim", "w2v_jax"):
+            o = med[system]
+            extra = [k for k in o if k.endswith("encode") or k == "count"]  # stderr passes
+            phases = ", ".join(f"{k} {o[k]:.2f}" for k in cols[system] + extra)
+            cells = [phases, f"{o['total']:.2f}", f"{o['words_per_sec'] / 1e3:,.0f}k"]
+            cells += [f"{o['peak_rss_mb']:,.0f}"] + [f"{o[k]:.3f}" for k in quality]
+            print(f"| {variant} | {system} | " + " | ".join(cells) + " |")
+        g, w = med["gensim"], med["w2v_jax"]
+        ratio = [  # seconds as gensim/w2v_jax (> 1: w2v_jax faster), the rest w2v_jax/gensim
+            f"train {g['train'] / w['train']:.2f}x",
+            f"{g['total'] / w['total']:.2f}x",
+            f"{w['words_per_sec'] / g['words_per_sec']:.2f}x",
+            f"{w['peak_rss_mb'] / g['peak_rss_mb']:.2f}x",
+        ]
+        print(
+            f"| {variant} | ratio w2v_jax/gensim | " + " | ".join(ratio) + " |" * (len(quality) + 1)
+        )
+    print(
+        "(ratios: seconds as gensim/w2v_jax, so > 1 means w2v_jax is faster; RSS as w2v_jax/gensim)"
+    )
+    return 0
 
 
 def summarize(values: list[float]) -> str:
@@ -150,12 +369,25 @@ def main(argv=None) -> int:
     p.add_argument("--sample", type=float, default=1e-3)
     p.add_argument("--min-count", type=int, default=5)
     p.add_argument("--workers", type=int, default=os.cpu_count())
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--steps-per-call", type=int, default=0, help="0: the library default")
-    p.add_argument("--update", default="sparse", choices=("sparse", "fused", "dense"))
+    p.add_argument("--batch-size", type=int, default=0, help="0: the device's default")
+    p.add_argument("--steps-per-call", type=int, default=0, help="0: the device's default")
+    p.add_argument("--update", default="sparse", choices=("auto", "sparse", "fused", "dense"))
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--json", help="append one JSON line per run to this file")
+    p.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="whole runs in subprocesses: phases, peak memory, quality (see the docstring)",
+    )
+    p.add_argument(
+        "--gensim-input",
+        default="iterator",
+        choices=("iterator", "corpus_file"),
+        help="--end-to-end: gensim reads LineSentence(path) or Word2Vec(corpus_file=path)",
+    )
     args = p.parse_args(argv)
+    if args.end_to_end:
+        return end_to_end(args)
 
     from w2v_jax import corpus as corpus_lib
     from w2v_jax.config import DataConfig
