@@ -7,7 +7,7 @@
 #
 # Prints `nvidia-smi -L` and JAX's devices, then trains sg-ns, sg-hs and cbow-ns on the default
 # corpus (wiki-sample, 453k tokens; 5 epochs, 3 seeds) with the pure-JAX step (--update sparse,
-# the batch shape the device picks: step.device_defaults, B=65536 x 16 steps per call on GPU),
+# the batch shape the device picks: step.device_defaults, B=16384 x 16 steps per call on GPU),
 # and gensim with workers = all cores, same hyperparameters (bench/vs_gensim.py). The table has
 # words/s (training loop, XLA compilation included), WordSim-353, SimLex-999 and analogy
 # accuracy per system, and the words/s ratio from that one command.

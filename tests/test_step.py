@@ -259,8 +259,8 @@ def test_device_defaults_fill_only_what_the_config_leaves_open(monkeypatch):
     assert (cpu.train.batch_size, cpu.train.steps_per_call) == (4096, 8)
     monkeypatch.setattr(step_lib, "_platform", lambda: "gpu")
     gpu = step_lib.device_defaults(Config())
-    assert (gpu.train.batch_size, gpu.train.steps_per_call) == (65536, 16)
+    assert (gpu.train.batch_size, gpu.train.steps_per_call) == (16384, 16)
     mine = step_lib.device_defaults(override(Config(), batch_size=4095, devices=3))
     assert (mine.train.batch_size, mine.train.steps_per_call) == (4095, 16)
     three = step_lib.device_defaults(override(Config(), devices=3))
-    assert three.train.batch_size % 3 == 0 and three.train.batch_size >= 65536
+    assert three.train.batch_size % 3 == 0 and three.train.batch_size >= 16384

@@ -398,11 +398,12 @@ def _platform() -> str:
 # ``steps_per_call`` None): ``platform -> (B, steps per call)``, other platforms take "cpu"'s.
 # CPU: B=4096 and 8 steps per call, the values every CPU figure in BENCHMARKS.md was measured at.
 # GPU: a B=4096 step moves ~10 MB of rows, microseconds of an H100/H200's bandwidth, so it is
-# bound by kernel launches and host round trips; 16x the pairs per step (65,536) and twice the
-# steps per call amortise both, while the duplicate cap keeps the hot rows' steps bounded (a
-# frequent word is then a negative thousands of times per batch: it steps by cap/n of its sum).
-# Not yet measured on a GPU (bench/gpu.sh is the check; no GPU has been lent to this project).
-DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (65536, 16)}
+# bound by kernel launches and host round trips; 4x the pairs per step and twice the steps per
+# call amortise both. Not 16x: the same step on CPU (same math, so the same quality) at B=65536
+# fell to WordSim-353 0.11 / SimLex 0.05 on the default corpus (sg-ns, 5 epochs, 1 seed), too
+# few steps, against 0.25 / 0.15 at 4096; B=16384 gave 0.22 / 0.11 (BENCHMARKS.md). GPU speed
+# is not yet measured (bench/gpu.sh is the check; no GPU has been lent to this project).
+DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (16384, 16)}
 
 
 def device_defaults(cfg):
