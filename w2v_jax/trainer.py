@@ -24,6 +24,7 @@ the new one stays, never a torn file). The previous handlers are back when :func
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -591,8 +592,12 @@ def train(
         )
         save_checkpoint(ckpt_path, payload)
 
-    with _StopOnSignals() as stop:
-        for group, info in _grouped(stream, cfg.train.steps_per_call):
+    groups = _grouped(stream, cfg.train.steps_per_call)
+    # The generators are closed here, not by the garbage collector: a second signal that lands
+    # during their cleanup then propagates as TrainingInterrupted instead of being printed as
+    # an "exception ignored" traceback.
+    with _StopOnSignals() as stop, contextlib.closing(stream), contextlib.closing(groups):
+        for group, info in groups:
             if max_steps is not None and int(state.step) >= max_steps:
                 break
             ep = position.epoch
