@@ -49,7 +49,7 @@ from w2v_jax import optim, sharding
 from w2v_jax import step as step_lib
 from w2v_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from w2v_jax.config import Config, flat, from_dict, validate
-from w2v_jax.vocab import Vocab, build_vocab
+from w2v_jax.vocab import Vocab
 
 CHECKPOINT_NAME = "checkpoint.w2v"
 
@@ -501,10 +501,13 @@ def train(
         source = corpus_lib.resolve_corpus(
             corpus, lowercase=cfg.data.lowercase, max_sentence_len=cfg.data.max_sentence_len
         )
-    if vocab is None:
-        vocab = build_vocab(source.sentences(), cfg.data)
-    objective.check_vocab(len(vocab.words))
-    encoded = corpus_lib.encode_corpus(source, vocab)
+    show = corpus_lib.progress_printer(cfg.train.log_every_s) if progress else None
+    if vocab is None:  # one pass counts and encodes (both cached for the next run)
+        vocab, encoded = corpus_lib.prepare_corpus(source, cfg.data, progress=show)
+        objective.check_vocab(len(vocab.words))
+    else:
+        objective.check_vocab(len(vocab.words))
+        encoded = corpus_lib.encode_corpus(source, vocab, progress=show)
     corpus_id = corpus_fingerprint(encoded, str(getattr(source, "name", corpus)))
     if ckpt is not None:
         _check_corpus(ckpt, corpus_id, ckpt_path)
