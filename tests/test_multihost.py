@@ -129,3 +129,140 @@ def test_two_processes_train_like_one(tmp_path):
     assert meta["extra"] == {"steps": worker.STEPS}
     for name, table in sharding.unshard_params(restored, worker.V).items():
         np.testing.assert_array_equal(table, got[name])
+
+
+# ----------------------------------------------------------------------------- w2v-jax train
+
+
+def _topic_corpus(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    lines = []
+    for _ in range(400):
+        t = rng.integers(3)
+        lines.append(" ".join(f"t{t}w{w}" for w in rng.integers(8, size=10)))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _train_args(corpus: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
+    return [
+        sys.executable, "-m", "w2v_jax.cli", "train", "--corpus", str(corpus), "--out", str(out),
+        "--min-count", "1", "--sample", "0", "--dim", "8", "--epochs", str(epochs),
+        "--batch-size", "64", "--steps-per-call", "2", "--format", "text", "--quiet",
+        *extra,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _processes(corpus, out, *extra, epochs=2, ranks=(0, 1), n=2, timeout=15):
+    """Starts ``w2v-jax train`` as ranks of an n-process run; returns the Popen objects."""
+    port = _free_port()
+    return [
+        subprocess.Popen(
+            _train_args(
+                corpus,
+                out,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                str(n),
+                "--process-id",
+                str(r),
+                "--connect-timeout",
+                str(timeout),
+                *extra,
+                epochs=epochs,
+            ),
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )  # fmt: skip
+        for r in ranks
+    ]
+
+
+def _finish(procs, limit=TIMEOUT_S):
+    out = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+            pytest.fail(f"a process did not finish in {limit} s:\n{stderr[-2000:]}")
+        out.append((p.returncode, stdout, stderr))
+    return out
+
+
+def test_two_processes_train_what_one_process_on_two_devices_does(tmp_path):
+    corpus = _topic_corpus(tmp_path / "c.txt")
+    ref = subprocess.run(
+        _train_args(corpus, tmp_path / "ref", "--devices", "2"),
+        env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT,
+    )  # fmt: skip
+    assert ref.returncode == 0, ref.stderr
+    results = _finish(_processes(corpus, tmp_path / "mh"))
+    if any(rc != 0 for rc, _, _ in results) and any(
+        m in err.lower() for _, _, err in results for m in _NO_BACKEND
+    ):
+        pytest.skip("this jaxlib has no cross-process CPU collectives")
+    assert [rc for rc, _, _ in results] == [0, 0], results
+    assert "wrote" in results[0][1] and "wrote" not in results[1][1]  # process 0 alone writes
+    got = (tmp_path / "mh" / "vectors.txt").read_text()
+    assert got == (tmp_path / "ref" / "vectors.txt").read_text()
+    # and the vectors load in gensim
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "mh" / "vectors.txt"))
+    assert len(kv.index_to_key) == 24
+
+
+def test_a_lone_process_and_mismatched_processes_fail_with_one_line(tmp_path):
+    corpus = _topic_corpus(tmp_path / "c.txt")
+    t0 = time.monotonic()
+    [(rc, _, err)] = _finish(_processes(corpus, tmp_path / "alone", ranks=(1,), timeout=3))
+    assert rc == 1 and "could not join the multi-host run" in err, err
+    assert "Traceback" not in err and "stack trace" not in err
+    assert time.monotonic() - t0 < 60
+    procs = _processes(corpus, tmp_path / "two", ranks=(0,))
+    port = procs[0].args[procs[0].args.index("--coordinator") + 1]
+    other = subprocess.Popen(
+        _train_args(
+            corpus, tmp_path / "two", "--coordinator", port, "--num-processes", "2",
+            "--process-id", "1", "--connect-timeout", "15", "--window", "2",
+        ),
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    results = _finish([procs[0], other])
+    assert all(rc != 0 for rc, _, _ in results), results
+    assert any("different config" in err for _, _, err in results), results
+
+
+def test_a_killed_process_stops_the_other_and_resume_finishes(tmp_path):
+    corpus = _topic_corpus(tmp_path / "c.txt")
+    extra = ("--checkpoint-every", "0.2")
+    ref = _finish(_processes(corpus, tmp_path / "ref", *extra, epochs=6))
+    assert [rc for rc, _, _ in ref] == [0, 0], ref
+    run = tmp_path / "run"
+    procs = _processes(corpus, run, *extra, epochs=6, timeout=8)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (run / "checkpoint.w2v").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    procs[1].kill()  # SIGKILL, mid-run
+    t0 = time.monotonic()
+    [(rc, _, err)] = _finish(procs[:1])
+    procs[1].communicate()  # reaps it and closes its pipes
+    if (run / "vectors.txt").exists():
+        pytest.skip("the run finished before the kill")
+    assert rc == 1 and "lost another process" in err and "--resume" in err, err
+    assert time.monotonic() - t0 < 45  # the heartbeat timeout (8 s) plus shutdown, not a hang
+    resumed = _finish(_processes(corpus, run, *extra, "--resume", epochs=6))
+    assert [rc for rc, _, _ in resumed] == [0, 0], resumed
+    assert (run / "vectors.txt").read_text() == (tmp_path / "ref" / "vectors.txt").read_text()

@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -119,11 +120,30 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         help="bit-reproducible vectors and resume: the fused kernel on one thread",
     )
     p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="multi-host run: process 0's address (with --num-processes and --process-id)",
+    )
+    p.add_argument("--num-processes", type=int, help="multi-host run: how many processes")
+    p.add_argument("--process-id", type=int, help="multi-host run: this process's rank")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host run configured by the cluster (Slurm, Open MPI, TPU pods): JAX "
+        "detects the coordinator, process count and rank",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=int,
+        default=300,
+        help="multi-host: seconds to wait for every process to join, and for a lost one",
+    )
+    p.add_argument(
         "--devices",
         type=int,
         default=t.devices,
         help="split the tables by vocabulary rows over this many local devices (on CPU, "
-        "simulated devices over the cores)",
+        "simulated devices over the cores); in a multi-host run, devices per process",
     )
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument(
@@ -209,6 +229,14 @@ def run_train(a: argparse.Namespace, argv: list[str] | None = None) -> int:
     cfg = config_from_args(a)
     out = Path(a.out)
     _check_out(out)
+    if _multi_host(a):
+        return _run_multi_host(a, cfg, out, argv)
+    return _train_in_folder(a, cfg, out, argv)
+
+
+def _train_in_folder(a: argparse.Namespace, cfg, out: Path, argv, mesh=None) -> int:
+    """Trains under the run folder's lock and writes the outputs (the single-host run, and
+    process 0 of a multi-host one)."""
     # The lock spans the whole run, so two runs cannot interleave checkpoints, vectors and
     # metrics.jsonl rows. Temp files are only removed under it: then no live writer owns them.
     with fileio.lock_run_folder(out):
@@ -232,6 +260,7 @@ def run_train(a: argparse.Namespace, argv: list[str] | None = None) -> int:
                 resume=a.resume,
                 progress=not a.quiet,
                 callbacks=[rows.append],
+                mesh=mesh,
             )
         except TrainingInterrupted as e:
             if a.debug:
@@ -246,6 +275,119 @@ def run_train(a: argparse.Namespace, argv: list[str] | None = None) -> int:
         _write_outputs(a, cfg, result, vectors, out, rows)
         _report(a, cfg, result, vectors, out)
     return 0
+
+
+class MultiHostError(RuntimeError):
+    """A multi-host run that could not start or lost a process."""
+
+
+def _multi_host(a: argparse.Namespace) -> bool:
+    """Whether the flags ask for a multi-host run (and are complete)."""
+    given = [f for f in ("coordinator", "num_processes", "process_id") if getattr(a, f) is not None]
+    if given and len(given) < 3:
+        raise ValueError(
+            "a multi-host run needs --coordinator, --num-processes and --process-id together "
+            "(or --distributed to let JAX read them from the cluster)"
+        )
+    if given and a.num_processes < 1:
+        raise ValueError(f"--num-processes must be at least 1, got {a.num_processes}")
+    if given and not 0 <= a.process_id < a.num_processes:
+        raise ValueError(f"--process-id must be in [0, {a.num_processes}), got {a.process_id}")
+    return bool(given) or a.distributed
+
+
+_WORKER_ENV = "W2V_JAX_MULTI_HOST_WORKER"
+# What JAX's distributed runtime prints when a process is lost or cannot join: error log lines,
+# then a fatal one and a C++ stack trace, and the process aborts (it cannot be caught in Python).
+_RUNTIME_LOG = re.compile(r"^[EF]\d{4} |^Barrier result|Check failure stack trace")
+
+
+def _run_multi_host(a: argparse.Namespace, cfg, out: Path, argv) -> int:
+    """One process of a multi-host run, supervised.
+
+    JAX's distributed runtime aborts the process (SIGABRT and a C++ stack trace) when it cannot
+    reach the coordinator or loses another process, so the work runs in a child process
+    (:func:`_multi_host_worker`) and this one turns such an end into one line. The child dies
+    with this process (PR_SET_PDEATHSIG), so ``kill -9`` of a process ends its worker too.
+    """
+    if os.environ.get(_WORKER_ENV):
+        return _multi_host_worker(a, cfg, out, argv)
+    import signal
+    import subprocess
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = dict(os.environ, **{_WORKER_ENV: "1"})
+    child = subprocess.Popen(
+        [sys.executable, "-m", "w2v_jax.cli", *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
+    for s in (signal.SIGINT, signal.SIGTERM):  # the child saves its work and says how to resume
+        signal.signal(s, lambda signum, frame: child.send_signal(signum))
+    held: list[str] = []  # the runtime's log from its first error on, shown only if it lived
+    assert child.stderr is not None
+    for line in child.stderr:
+        if held or _RUNTIME_LOG.search(line):
+            held.append(line)
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    rc = child.wait()
+    text = "".join(held)
+    if not re.search(r"^F\d{4} ", text, re.MULTILINE):  # no abort: the child's own ending
+        sys.stderr.write(text)
+        return rc if rc >= 0 else 128 - rc
+    where = a.coordinator or "the cluster's coordinator"
+    if "RegisterTask" in text or "Connect" in text and "DEADLINE_EXCEEDED" in text:
+        raise MultiHostError(
+            f"could not join the multi-host run at {where} within {a.connect_timeout} s: not "
+            "every process connected; start all --num-processes processes with the same "
+            "--coordinator (process 0 first)"
+        )
+    raise MultiHostError(
+        f"lost another process of the multi-host run (it stopped, or no heartbeat within "
+        f"{a.connect_timeout} s); the last checkpoint is in {out}: restart every process with "
+        "--resume"
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the parent dies (Linux prctl), so a worker
+    never outlives a killed launcher and keeps the other processes waiting."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _multi_host_worker(a: argparse.Namespace, cfg, out: Path, argv) -> int:
+    """Join the others and train on the mesh of all their devices: every process reads the whole
+    batch stream and feeds its own devices' slices; process 0 alone locks the run folder and
+    writes checkpoints and outputs (a folder every host can read, for --resume)."""
+    _ask_for_cpu_devices(cfg.train.devices)
+    from w2v_jax import sharding
+
+    sharding.init_distributed(
+        a.coordinator,
+        a.num_processes,
+        a.process_id,
+        initialization_timeout=a.connect_timeout,
+        heartbeat_timeout=a.connect_timeout,
+    )
+    import jax
+
+    mesh = sharding.make_mesh()
+    if jax.process_index() != 0:
+        from w2v_jax.trainer import train
+
+        train(a.corpus, cfg, out=out, resume=a.resume, progress=False, mesh=mesh)
+        return 0
+    return _train_in_folder(a, cfg, out, argv, mesh=mesh)
 
 
 def _ask_for_cpu_devices(n: int) -> None:
@@ -264,7 +406,9 @@ def _write_outputs(a: argparse.Namespace, cfg, result, vectors, out: Path, rows:
     vectors.save_word2vec_format(_vectors_path(a, out), binary=a.format == "binary")
     _write_vocab(result.vocab, out / "vocab.txt")
     resolved = {"update_resolved": result.update, "update_reason": result.update_reason}
-    config_text = json.dumps({**dataclasses.asdict(cfg), **resolved}, indent=2) + "\n"
+    # result.config: the values the run used (batch size and steps per call resolved for the
+    # device), so that config.json reproduces the run on another platform too
+    config_text = json.dumps({**dataclasses.asdict(result.config), **resolved}, indent=2) + "\n"
     fileio.atomic_write(out / "config.json", lambda f: f.write(config_text.encode()))
     _append_metrics(out / "metrics.jsonl", rows)
 
@@ -332,8 +476,8 @@ def _failure(e: BaseException) -> tuple[int, str] | None:
         return EXIT_FAILED, fileio.describe_os_error(e)  # ENOSPC, EROFS, EACCES, EDQUOT, ...
     if isinstance(e, (ValueError, KeyError)):  # includes CheckpointError
         return EXIT_BAD_INPUT, e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-    if isinstance(e, (FloatingPointError, fileio.RunFolderLocked)):  # the NaN guard, a busy --out
-        return EXIT_FAILED, str(e)
+    if isinstance(e, (FloatingPointError, fileio.RunFolderLocked, MultiHostError)):
+        return EXIT_FAILED, str(e)  # the NaN guard, a busy --out, a multi-host run that broke
     if isinstance(e, MemoryError):
         return EXIT_FAILED, f"out of memory {e}".rstrip()
     return None

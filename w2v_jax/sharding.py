@@ -421,6 +421,7 @@ def init_distributed(
     local_device_ids=None,
     cpu_collectives: str = "gloo",
     initialization_timeout: int = 300,
+    heartbeat_timeout: int = 100,
 ) -> None:
     """``jax.distributed.initialize`` for N processes; call it before any other JAX call.
 
@@ -435,6 +436,8 @@ def init_distributed(
       cpu_collectives: cross-process collectives of CPU devices, ``"gloo"`` (in jaxlib) or
         ``"mpi"``. GPUs use NCCL and TPUs their interconnect whatever this says.
       initialization_timeout: seconds to wait for all processes to connect.
+      heartbeat_timeout: seconds after which a silent process counts as lost, and the others
+        stop instead of waiting for it in a collective forever.
     """
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(
@@ -443,6 +446,7 @@ def init_distributed(
         process_id=process_id,
         local_device_ids=local_device_ids,
         initialization_timeout=initialization_timeout,
+        heartbeat_timeout_seconds=heartbeat_timeout,
     )
 
 
@@ -618,3 +622,44 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
         return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
 
     return jax.tree.map(put, tree)
+
+
+def check_same_everywhere(named: Mapping[str, Any]) -> None:
+    """Raises ``ValueError`` naming each entry whose value differs between processes.
+
+    Every process of a multi-host run must train the same run: the same config, corpus and
+    vocabulary (each process reads the whole batch stream and keeps its devices' slices). Each
+    value is reduced to a sha256 on its process, and the digests are all-gathered and compared
+    with process 0's before the first step, so a mismatch is a clear error, not diverged tables.
+    """
+    import hashlib
+
+    from jax.experimental import multihost_utils
+
+    keys = sorted(named)
+    digests = np.stack(
+        [np.frombuffer(hashlib.sha256(repr(named[k]).encode()).digest(), np.uint8) for k in keys]
+    )
+    everyone = np.asarray(multihost_utils.process_allgather(digests))  # [P, keys, 32]
+    for p in range(1, everyone.shape[0]):
+        bad = [k for i, k in enumerate(keys) if not np.array_equal(everyone[p, i], everyone[0, i])]
+        if bad:
+            raise ValueError(
+                f"process {p} of {everyone.shape[0]} was started with a different "
+                f"{', '.join(bad)} than process 0; start every process with the same flags "
+                "and corpus"
+            )
+
+
+def agree(due: bool, signum: int | None) -> tuple[bool, int | None]:
+    """Process 0's ``due`` and any process's signal, the same on every process.
+
+    A checkpoint gathers the tables from every process, so all must decide to write one at the
+    same step; a signal on any host stops them all. One tiny all-gather per call.
+    """
+    from jax.experimental import multihost_utils
+
+    mine = np.asarray([int(due), -1 if signum is None else int(signum)], np.int32)
+    everyone = np.asarray(multihost_utils.process_allgather(mine))  # [P, 2]
+    signals = everyone[:, 1][everyone[:, 1] >= 0]
+    return bool(everyone[0, 0]), (int(signals[0]) if signals.size else None)

@@ -511,6 +511,17 @@ def train(
     corpus_id = corpus_fingerprint(encoded, str(getattr(source, "name", corpus)))
     if ckpt is not None:
         _check_corpus(ckpt, corpus_id, ckpt_path)
+    multi = mesh is not None and jax.process_count() > 1
+    if multi:  # every process must train the same run: refuse before the first step
+        sharding.check_same_everywhere(
+            {
+                "config": flat(cfg),
+                "corpus": corpus_id,
+                "vocabulary": (vocab.words, np.asarray(vocab.counts).tolist()),
+                "objective and optimizer": identity,
+                "checkpoint step": None if ckpt is None else int(ckpt["step"]),
+            }
+        )
     consts = objective.make_consts(vocab.counts)
     consts = jax.device_put(consts) if mesh is None else sharding.replicate(consts, mesh)
 
@@ -593,7 +604,8 @@ def train(
         payload = _checkpoint_payload(
             cfg, identity, corpus_id, vocab, host_state(), position, words_done, tally
         )
-        save_checkpoint(ckpt_path, payload)
+        if jax.process_index() == 0:  # one writer; every process gathered the tables above
+            save_checkpoint(ckpt_path, payload)
 
     groups = _grouped(stream, cfg.train.steps_per_call)
     # The generators are closed here, not by the garbage collector: a second signal that lands
@@ -617,14 +629,18 @@ def train(
                 log(now)
                 last_log = now
             every = cfg.train.checkpoint_every_s
-            if ckpt_path is not None and every > 0 and now - last_ckpt >= every:
+            due = ckpt_path is not None and every > 0 and now - last_ckpt >= every
+            signum = stop.signum
+            if multi:  # process 0's clock decides, any process's signal stops all
+                due, signum = sharding.agree(due, signum)
+            if due:
                 checkpoint()
                 last_ckpt = time.perf_counter()
             # After the last step the run is done: it finishes (its outputs are moments away).
-            if stop.signum is not None and position.epoch < cfg.train.epochs:
+            if signum is not None and position.epoch < cfg.train.epochs:
                 if ckpt_path is not None:
                     checkpoint()  # a second signal here keeps the old file (atomic write)
-                raise TrainingInterrupted(ckpt_path, int(state.step), stop.signum)
+                raise TrainingInterrupted(ckpt_path, int(state.step), signum)
     jax.block_until_ready(state.params)
     log(time.perf_counter())
     tally.close_epoch()
