@@ -475,6 +475,18 @@ def test_a_run_on_4_devices_resumes_on_2_and_on_1(topic_corpus, tmp_path):
         _assert_same_tables(rest, full)
 
 
+def test_auto_on_one_device_resumes_a_mesh_run_with_its_step(topic_corpus, tmp_path):
+    # On one CPU device auto would pick the fused kernel for SGNS + SGD; a checkpoint written by
+    # the pure-JAX step on a mesh continues with that step, not with a refusal.
+    cfg = _cfg(epochs=2, batch_size=128, steps_per_call=2)
+    full = train(str(topic_corpus), cfg, progress=False)
+    auto = _cfg(epochs=2, batch_size=128, steps_per_call=2, update="auto")
+    train(str(topic_corpus), auto, out=tmp_path, progress=False, max_steps=6, mesh=_mesh(2))
+    rest = train(str(topic_corpus), auto, out=tmp_path, resume=True, progress=False)
+    assert rest.update == "sparse" and "checkpoint" in rest.update_reason
+    _assert_same_tables(rest, full)
+
+
 def test_devices_config_builds_the_mesh_or_says_why_not(topic_corpus):
     cfg = _cfg(epochs=1, devices=2)
     result = train(str(topic_corpus), cfg, progress=False, max_steps=2)

@@ -478,21 +478,26 @@ def train(
     cfg = step_lib.device_defaults(validate(config if config is not None else Config()))
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
+    ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
+    ckpt = None
+    if resume:
+        if ckpt_path is None:
+            raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
+        ckpt = load_checkpoint(ckpt_path)
     if mesh is None:
         update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx)
+        if ckpt is not None and cfg.train.update == "auto" and update == "fused":
+            # A run written on a mesh (or with --update sparse) continues on one device with
+            # the step it ran: the two steps do not give the same numbers.
+            if ckpt.get("identity", {}).get("update") == "sparse":
+                update, update_reason = "sparse", "auto on --resume: the step the checkpoint ran"
         one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
     else:
         update, update_reason, one_step = _sharded_step(cfg, mesh, objective, inputs, tx)
     if progress:
         print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
     identity = _run_identity(cfg, objective, tx, update)
-    ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
-
-    ckpt = None
-    if resume:
-        if ckpt_path is None:
-            raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
-        ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
         _check_resumable(ckpt, cfg, identity, ckpt_path)
         vocab = _vocab_of(ckpt)
 
