@@ -323,17 +323,23 @@ def _run_multi_host(a: argparse.Namespace, cfg, out: Path, argv) -> int:
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_die_with_parent,
+        # Its own session: a Ctrl-C at the terminal reaches this process only, which forwards it
+        # once (a second signal would mean "stop now, without a checkpoint").
+        start_new_session=True,
     )
     for s in (signal.SIGINT, signal.SIGTERM):  # the child saves its work and says how to resume
         signal.signal(s, lambda signum, frame: child.send_signal(signum))
-    held: list[str] = []  # the runtime's log from its first error on, shown only if it lived
+    held: list[str] = []  # the runtime's log lines, shown only if no abort follows
+    fatal = False
     assert child.stderr is not None
     for line in child.stderr:
-        if held or _RUNTIME_LOG.search(line):
+        if fatal or _RUNTIME_LOG.search(line):
             held.append(line)
-        else:
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            fatal = fatal or re.match(r"F\d{4} ", line) is not None
+            continue
+        sys.stderr.write("".join(held) + line)  # the run went on: its log was not an abort
+        sys.stderr.flush()
+        held.clear()
     rc = child.wait()
     text = "".join(held)
     if not re.search(r"^F\d{4} ", text, re.MULTILINE):  # no abort: the child's own ending
