@@ -280,6 +280,18 @@ def test_checkpoint_round_trip_and_reshard(tmp_path):
         sharding.restore_sharded(tmp_path / "missing", mesh4)
 
 
+def test_checkpoint_keeps_tables_whose_names_share_a_prefix(tmp_path):
+    # "center_vecs" is a prefix of "center_vecs.acc": each table lists only its own shards.
+    mesh = sharding.make_mesh(_devices(2))
+    host = _init_params("ns")
+    tables = {"center_vecs": host["center_vecs"], "center_vecs.acc": host["outside_vecs"]}
+    sharding.save_sharded(tmp_path / "ckpt", sharding.shard_params(tables, mesh), V)
+    restored, _ = sharding.restore_sharded(tmp_path / "ckpt", mesh)
+    got = sharding.unshard_params(restored, V)
+    for name, table in tables.items():
+        np.testing.assert_array_equal(got[name], table)
+
+
 def test_hlo_collectives_parses_operands():
     text = """
   %p.1 = f32[4,3]{1,0} parameter(0)
@@ -302,20 +314,28 @@ INF = float("inf")
     "model,loss,tx,dup_cap",
     [(m, lo, SGD, INF) for m in ("sg", "cbow") for lo in ("ns", "nce", "hs")]
     + [("sg", "ns", SGD, 2.0), ("cbow", "hs", SGD, 2.0)]
-    + [("sg", "nce", ADAGRAD, 64.0), ("cbow", "hs", ADAGRAD, 64.0)],
+    + [("sg", "nce", ADAGRAD, 64.0), ("cbow", "hs", ADAGRAD, 64.0)]
+    + [("sg", "ns", "combine", 2.0), ("cbow", "hs", "combine", INF)],
     ids=lambda x: x if isinstance(x, str) else None,
 )
 def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap):
     """The same batch and key through ``step.make_step`` on one device and through the 2-device
     sharded step give the same tables and optimizer state: one model and one update rule, two
-    layouts (plain SGD and Adagrad, with and without the duplicate cap)."""
+    layouts (plain SGD and Adagrad, with and without the duplicate cap, and SGD with the GPU's
+    sum of repeated rows before the scatter, forced on here on CPU)."""
+    combine = tx == "combine"
+    tx = SGD if combine else tx
     objective, inputs = _objective(loss), _inputs(model)
     params = {k: jnp.asarray(v) for k, v in _init_params(loss).items()}
     consts = _consts(loss)
     state = step_lib.init_state(params, tx)
     single_step = step_lib.make_step(objective, inputs, tx, dup_cap=dup_cap)
     mesh = sharding.make_mesh(_devices(2))
-    sharded_step = jax.jit(sharding.make_sharded_step(mesh, objective, inputs, tx, dup_cap=dup_cap))
+    sharded_step = jax.jit(
+        sharding.make_sharded_step(
+            mesh, objective, inputs, tx, dup_cap=dup_cap, combine_duplicates=combine
+        )
+    )
     sharded = sharding.shard_state(state, mesh)
     for s in range(2):
         batch = {k: jnp.asarray(v) for k, v in _batch(model, s).items()}

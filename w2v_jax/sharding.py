@@ -1,33 +1,35 @@
 r"""Vocabulary-sharded training: tables split by rows over a device mesh, one ``shard_map`` step.
 
-Every table (``center_vecs``, ``outside_vecs`` or ``node_vecs``) is padded to ``Vp`` rows, a
-multiple of the device count ``n``, and split along the vocabulary axis: device ``d`` owns rows
-``[d * Vs, (d + 1) * Vs)`` with ``Vs = Vp / n`` (``NamedSharding(mesh, P("v", None))``). The
-batch is split along its first axis over the same mesh axis, ``B / n`` examples per device. One
-step as seen from device ``d``, where ``M`` is the number of ids its examples read from both
-tables (e.g. ``B/n * (2 + K)`` for skip-gram SGNS)::
+Every table (``center_vecs``, ``outside_vecs`` or ``node_vecs``), the optimizer state shaped
+like it and the duplicate counter are padded to ``Vp`` rows, a multiple of the device count
+``n``, and split along the vocabulary axis: device ``d`` owns rows ``[d * Vs, (d + 1) * Vs)``
+with ``Vs = Vp / n`` (``NamedSharding(mesh, P("v", None))``). The batch is split along its first
+axis over the same mesh axis, ``B / n`` examples per device. One step as seen from device ``d``,
+where ``M`` is the number of ids its examples read from both tables (e.g. ``B/n * (2 + K)`` for
+skip-gram SGNS)::
 
     ids_d [M] ── all_gather ──> ids [n, M]       (same on every device; int32, small)
     rows = where(d owns ids, table_d[ids - d*Vs], 0)   [n, M, D]  (each row is non-zero on
                                                           exactly one device)
     rows ── psum_scatter ──> rows_d [M, D]        (device d gets the rows its examples asked for)
     loss, row grads <- step.example_grads(rows_d)  (local: the single-device model)
-    payload_d = [-lr * mask * grads | loss sum]  [M + 1, D]
-    payload_d ── all_gather ──> payload [n, M + 1, D]
-    table_d.at[ids - d*Vs].add(payload, only where d owns the id)   (repeated ids sum)
+    payload_d = [mask-weighted row grads | loss sum | examples]  [M + 2, D]
+    payload_d ── all_gather ──> payload [n, M + 2, D]
+    step.apply_updates on the rows d owns         (optimizer, its state, duplicate cap)
+    sum of squared input-side grads ── psum ──> grad_norm   (a scalar, last)
 
 No device ever holds a full table or a dense ``[V, D]`` gradient: per device the tables take
 ``Vp / n * D`` floats plus ``O(B_global * (2 + K) * D)`` floats of per-step row buffers. The step
-compiles to three collectives in a chain (all-gather, reduce-scatter, all-gather) and no
-all-reduce; ``bench/sharding.py`` counts them in the compiled HLO and ``docs/scaling.md`` has
-the numbers and what to do past a few devices.
+compiles to four collectives in a chain (all-gather, reduce-scatter, all-gather, a scalar
+all-reduce); ``tests/test_sharding.py`` reads them in the compiled HLO, and ``docs/scaling.md``
+has the costs and what to do past a few devices.
 
 The model is the objective's and the input side's, exactly as in :mod:`w2v_jax.step`: any row
-objective (SGNS, NCE, HS, a user's own) shards without new code. The update is plain
-batch-synchronous SGD (``r -= lr * mask_i * grad_row``, scatter-added) without the duplicate cap,
-so a sharded step gives the same tables as the single-device step with ``dup_cap=inf`` up to
-float summation order (``tests/test_sharding.py``). The targets (the objective's constants are
-replicated on every device) are drawn over the global batch before the ``shard_map``.
+objective (SGNS, NCE, HS, a user's own) shards without new code, and the update is
+:func:`w2v_jax.step.apply_updates`, so a sharded step gives the same tables and optimizer state
+as the single-device step up to float summation order (``tests/test_sharding.py``). The targets
+(the objective's constants are replicated on every device) are drawn over the global batch
+before the ``shard_map``, so both layouts see the same negatives.
 
 Multi-host: :func:`init_distributed` wraps ``jax.distributed.initialize``; each process feeds
 its own rows of the global batch (:func:`shard_batch` uses
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -255,6 +258,7 @@ def make_sharded_step(
     tx: Any,
     *,
     dup_cap: float = 64.0,
+    combine_duplicates: bool | None = None,
     axis_name: str = AXIS,
 ) -> Callable:
     """The training step on vocabulary-sharded tables, with :func:`w2v_jax.step.make_step`'s
@@ -276,6 +280,8 @@ def make_sharded_step(
         tables by :func:`shard_state`).
       dup_cap: as :func:`w2v_jax.step.make_step`; each owner counts its rows over the global
         batch, so the cap means the same on n devices as on one.
+      combine_duplicates: as :func:`w2v_jax.step.make_step` (plain SGD sums the rows of repeated
+        ids before one scatter); ``None``: on when the mesh's devices are GPUs.
 
     The returned function takes the state from :func:`shard_state`, the objective's constants
     (replicated), a batch dict of [B, ...] arrays split along B (:func:`shard_batch`) with the
@@ -291,6 +297,9 @@ def make_sharded_step(
     out_name = objective.table
     keys = inputs.batch_keys
     n = mesh.shape[axis_name]
+    combine = (
+        mesh.devices.flat[0].platform == "gpu" if combine_duplicates is None else combine_duplicates
+    )
 
     def local_step(params, opt_state, scratch, batch, targets, progress):
         center_d, out_d = params["center_vecs"], params[out_name]
@@ -353,7 +362,15 @@ def make_sharded_step(
             grads = jnp.where(owned[:, None], payload_all[:, lo:hi].reshape(-1, dim), 0)
             updates[name] = (jnp.where(owned, local.reshape(-1), table.shape[0]), grads, owned)
         params, opt_state, scratch, sq = step_lib.apply_updates(
-            tx, params, opt_state, scratch, updates, {}, progress=progress, dup_cap=dup_cap
+            tx,
+            params,
+            opt_state,
+            scratch,
+            updates,
+            {},
+            progress=progress,
+            dup_cap=dup_cap,
+            combine=combine,
         )
         loss_sum, examples = jnp.sum(payload_all[:, -2, 0]), jnp.sum(payload_all[:, -1, 0])
         # The one all-reduce, a scalar, comes last: it depends on the scatter, so no two
@@ -488,12 +505,17 @@ def save_sharded(
             if stop <= start:
                 continue
             data = np.asarray(shard.data)[: stop - start]
-            np.save(partial / f"{name}.{start:012d}-{stop:012d}.npy", data)
+            with open(partial / f"{name}.{start:012d}-{stop:012d}.npy", "wb") as f:
+                np.save(f, data)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before process 0's rename publishes the folder
     _barrier("w2v_jax.save_sharded.write")
     if jax.process_index() == 0:
         tables = {}
         for name, table in params.items():
-            files = sorted(p.name for p in partial.glob(f"{name}.*-*.npy"))
+            # the exact pattern: a glob on "{name}.*" would also take "{name}.acc.*" files
+            shard = re.compile(rf"{re.escape(name)}\.\d{{12}}-\d{{12}}\.npy")
+            files = sorted(p.name for p in partial.iterdir() if shard.fullmatch(p.name))
             tables[name] = {
                 "shape": [table_rows(name, vocab_size), int(table.shape[1])],
                 "dtype": str(table.dtype),
