@@ -3,7 +3,7 @@
     python bench/sharding.py                       # sg/ns, V=1e5 D=100 B=4096 K=5; ~1-2 min
     python bench/sharding.py --model cbow --loss hs --devices 1 2
     python bench/sharding.py --json out.json       # also write the rows as JSON
-    python bench/sharding.py --rounds 3 --baseline # 1,2,4,1,2,4,... pooled; + train.py's step
+    python bench/sharding.py --rounds 3 --baseline # 1,2,4,1,2,4,... pooled; + the one-device step
     python bench/sharding.py --platform gpu --devices 1 2 4 8   # real accelerators
 
 For each device count n (default 1, 2, 4) a fresh Python process is started with
@@ -12,8 +12,9 @@ runs with its own CPU client. It builds the tables row-sharded over n simulated 
 compiles :func:`w2v_jax.sharding.make_sharded_step`, lists the collectives of the optimized HLO
 (``lower(...).compile().as_text()``) with their operand and result bytes per device per step,
 and times ``--repeats`` runs of ``--steps`` steps on batches already on the devices (pairs/s =
-B * steps / seconds, median over repeats). With ``--baseline`` the single-device trainer step
-(:func:`w2v_jax.train.make_train_step`, which also draws its negatives on device) is timed too.
+B * steps / seconds, median over repeats). With ``--baseline`` the one-device pure-JAX step
+(:func:`w2v_jax.step.make_step`, ``--update sparse``: the same model and update, no collectives)
+is timed too.
 
 Simulated CPU devices share the machine's cores: on a 2-core machine, 4 devices are 2 cores
 time-sliced, so only n <= cores can show a speed-up; on any machine they measure the
@@ -176,6 +177,7 @@ def _baseline(args, host, counts, host_batches):
         negative=args.negative,
         batch_size=args.batch,
         window=args.window,
+        update="sparse",  # the pure-JAX step the sharded one splits (auto could pick the kernel)
     )
     objective, inputs, tx = trainer.resolve(cfg)
     consts = jax.device_put(objective.make_consts(counts))
@@ -316,8 +318,8 @@ def report(rows) -> None:
     for r in rows:
         if "baseline_pairs_per_s" in r:
             print(
-                f"\nsingle-device trainer step (train.make_train_step, negatives drawn on "
-                f"device): {r['baseline_pairs_per_s']:,.0f} pairs/s"
+                f"\none-device pure-JAX step (step.make_step, --update sparse): "
+                f"{r['baseline_pairs_per_s']:,.0f} pairs/s"
             )
 
 
@@ -325,9 +327,9 @@ def _run_worker(n: int, argv: list[str], attempts: int = 2) -> dict:
     """Runs :func:`worker` for n devices in a fresh process; retries once if it dies.
 
     XLA:CPU aborts a process whose simulated devices miss a collective rendezvous for
-    ``--xla_cpu_collective_call_terminate_timeout_seconds`` (40 s by default). Before the step
-    waited for itself on CPU (``sync_cpu``) that happened in about 1 of 8 runs of 4 devices
-    on 2 cores; a dead worker is still retried once (and reported on stderr).
+    ``--xla_cpu_collective_call_terminate_timeout_seconds`` (40 s by default) when queued steps
+    starve one device's launch thread (``sharding.needs_sync`` makes the trainer wait for each
+    step for that reason); a dead worker is retried once (and reported on stderr).
     """
     env = dict(os.environ)
     if "--platform" in argv and argv[argv.index("--platform") + 1] != "cpu":
@@ -378,7 +380,9 @@ def main(argv=None) -> None:
         help="cpu: n simulated host devices; gpu/tpu: the first n real devices",
     )
     ap.add_argument(
-        "--baseline", action="store_true", help="also time train.make_train_step on 1 device"
+        "--baseline",
+        action="store_true",
+        help="also time the one-device pure-JAX step (step.make_step)",
     )
     ap.add_argument("--json", help="write the rows to this JSON file")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)

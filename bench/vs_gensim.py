@@ -130,6 +130,7 @@ def run_ours(source, vocab, model, loss, args, seed):
         epochs=args.epochs,
         seed=seed,
         update=args.update,
+        deterministic=args.deterministic,
         log_every_s=1e9,
         checkpoint_every_s=0.0,
         **({"batch_size": args.batch_size} if args.batch_size else {}),
@@ -229,6 +230,8 @@ def e2e_ours(corpus_path, model, loss, args, seed, work: Path) -> dict:
     cmd += ["--min-count", str(args.min_count), "--sample", str(args.sample)]
     cmd += ["--epochs", str(args.epochs), "--seed", str(seed), "--update", args.update]
     cmd += ["--checkpoint-every", "0", "--neighbours", ""]
+    if args.deterministic:
+        cmd += ["--deterministic"]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
     if args.steps_per_call:
@@ -282,7 +285,7 @@ def end_to_end(args) -> int:
     print(
         f"end to end, corpus {args.corpus} ({path}): {raw_words:,} tokens; {os.cpu_count()} "
         f"cores; gensim workers={args.workers}, input {args.gensim_input}; "
-        f"w2v_jax --update {args.update}",
+        f"w2v_jax --update {args.update}{' --deterministic' if args.deterministic else ''}",
         flush=True,
     )
     runs = {"gensim": e2e_gensim, "w2v_jax": e2e_ours}
@@ -372,6 +375,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=0, help="0: the device's default")
     p.add_argument("--steps-per-call", type=int, default=0, help="0: the device's default")
     p.add_argument("--update", default="sparse", choices=("auto", "sparse", "fused", "dense"))
+    p.add_argument(
+        "--deterministic", action="store_true", help="w2v_jax --deterministic (bit-reproducible)"
+    )
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--json", help="append one JSON line per run to this file")
     p.add_argument(
