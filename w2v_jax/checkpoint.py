@@ -32,8 +32,14 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Writes ``payload`` to ``path`` atomically (temp file, fsync, rename, fsync folder)."""
     body = serialization.msgpack_serialize(payload)
-    blob = MAGIC + hashlib.sha256(body).digest() + body
-    return atomic_write(path, lambda f: f.write(blob))
+    digest = hashlib.sha256(body).digest()
+
+    def write(f) -> None:  # three writes, not one concatenation: no second copy of the body
+        f.write(MAGIC)
+        f.write(digest)
+        f.write(body)
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -44,7 +50,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     blob = path.read_bytes()
     if len(blob) < _HEADER or blob[: len(MAGIC)] != MAGIC:
         raise CheckpointError(f"{path} is not a w2v_jax checkpoint (bad header or truncated)")
-    digest, body = blob[len(MAGIC) : _HEADER], blob[_HEADER:]
+    # a view, not a slice: the body is not copied (tables can be gigabytes)
+    digest, body = blob[len(MAGIC) : _HEADER], memoryview(blob)[_HEADER:]
     if hashlib.sha256(body).digest() != digest:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
     try:
