@@ -19,3 +19,6 @@ import tempfile  # noqa: E402
 
 # Encoded-corpus caches of the suite go to a fresh folder, never the user's ~/.cache.
 os.environ.setdefault("W2V_JAX_CACHE", tempfile.mkdtemp(prefix="w2v_jax_test_cache_"))
+# The CLI turns on JAX's persistent compilation cache, a process-wide setting: off for the
+# in-process CLI calls of the suite; test_cli checks the cache in subprocesses of its own.
+os.environ.setdefault("W2V_JAX_XLA_CACHE", "off")

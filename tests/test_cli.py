@@ -81,6 +81,28 @@ def test_non_finite_floats_and_big_seeds_are_refused(tmp_path, capsys, flag, val
     assert not (tmp_path / "run").exists()  # refused before the folder is touched
 
 
+def test_compilation_cache_is_reused_and_changes_no_number(tmp_path, corpus):
+    # The second run loads every compiled program from the cache (it writes no new entry) and
+    # trains the same bytes as the first.
+    cache = tmp_path / "xla"
+    env = dict(os.environ, W2V_JAX_XLA_CACHE=str(cache))
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        args = ["train", "--corpus", corpus, "--out", str(out), "--update", "sparse", *TINY]
+        r = subprocess.run(
+            [sys.executable, "-m", "w2v_jax.cli", *args], env=env, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        outs.append((out / "vectors.bin").read_bytes())
+        entries = sorted(p.name for p in cache.rglob("*") if p.is_file())
+        if i == 0:
+            first = entries
+            assert first, "the first run wrote no cache entry"
+    assert entries == first
+    assert outs[0] == outs[1]
+
+
 def test_dup_cap_inf_and_the_largest_seed_are_valid():
     from w2v_jax import config
 

@@ -248,6 +248,7 @@ def _train_in_folder(a: argparse.Namespace, cfg, out: Path, argv, mesh=None) -> 
             )
         fileio.check_writable(out)
         _ask_for_cpu_devices(cfg.train.devices)
+        _use_compilation_cache()
         # Imported only now: bad flags, a busy folder or a full disk fail without loading JAX.
         from w2v_jax.trainer import TrainingInterrupted, train
 
@@ -404,6 +405,49 @@ def _ask_for_cpu_devices(n: int) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if n > 1 and flag not in flags and "jax" not in sys.modules:
         os.environ["XLA_FLAGS"] = f"{flags} {flag}={n}".strip()
+
+
+_CACHE_ENV = "W2V_JAX_XLA_CACHE"
+
+
+def _use_compilation_cache() -> None:
+    """Keeps compiled steps on disk, so a run with the shapes of an earlier one skips XLA's
+    compilation (seconds per run on a CPU; the same program, so the same numbers).
+
+    JAX's persistent compilation cache, in ``$W2V_JAX_XLA_CACHE``, else the w2v_jax cache folder
+    under ``xla/`` and a tag of this processor (an executable compiled for one CPU's features
+    must not be loaded on another that shares the folder). ``W2V_JAX_XLA_CACHE=off`` turns it
+    off; a ``JAX_COMPILATION_CACHE_DIR`` set by the user is left as it is.
+    """
+    setting = os.environ.get(_CACHE_ENV, "")
+    if setting.lower() in ("off", "0", "no", "false") or os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR"
+    ):
+        return
+    import jax
+
+    from w2v_jax.corpus import cache_root
+
+    path = Path(setting) if setting else cache_root() / "xla" / _processor_tag()
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # Every compile of a run is worth keeping: the step (seconds) and the small jits of the
+    # initialisation (tenths of a second each) alike.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _processor_tag() -> str:
+    """A short digest of the CPU model and feature flags (Linux), else of the platform name."""
+    import hashlib
+    import platform
+
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        text += "".join(sorted(set(lines)))
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _write_outputs(a: argparse.Namespace, cfg, result, vectors, out: Path, rows: list) -> None:
