@@ -11,7 +11,7 @@ started cold: ``w2v-jax train`` (read+count+encode with a fresh encoded-corpus c
 compilation, training, writing vectors.bin; the C++ kernel's one-time build is not counted, its
 usual cache is kept) and gensim ``Word2Vec`` (LineSentence iterator, or ``--gensim-input
 corpus_file``; build_vocab, train, save_word2vec_format), same hyperparameters, gensim on every
-core. Columns per phase and the child's peak RSS (``ru_maxrss``), medians of ``--repeats``. The
+core. Columns per phase and the child's peak RSS (its ``VmHWM``), medians of ``--repeats``. The
 final run (about 15 minutes on 2 cores; run it on a quiet machine):
 
     python bench/vs_gensim.py --end-to-end --variants sg-ns,sg-hs,cbow-ns --repeats 3 --update auto
@@ -191,24 +191,44 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict:
         for line in proc.stderr:
             lines.append((time.time(), line.rstrip("\n")))
 
+    # The child's own peak: VmHWM of its address space, polled until it exits. Not ru_maxrss:
+    # Linux carries the parent's RSS at fork into the child's ru_maxrss across exec, so every
+    # child would look at least as big as this (growing) benchmark process.
+    hwm_kb = [0]
+
+    def poll_hwm():
+        status = f"/proc/{proc.pid}/status"
+        while proc.returncode is None:
+            try:
+                with open(status) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            hwm_kb[0] = max(hwm_kb[0], int(line.split()[1]))
+            except (OSError, ValueError):
+                break
+            time.sleep(0.02)
+
     threads = [
         threading.Thread(target=read_err),
         threading.Thread(target=lambda: out.append(proc.stdout.read())),
+        threading.Thread(target=poll_hwm, daemon=True),
     ]
     for t in threads:
         t.start()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
+    _, status, usage = os.wait4(proc.pid, 0)
     t_end = time.time()
     proc.returncode = os.waitstatus_to_exitcode(status)
     for t in threads:
         t.join()
+    if not hwm_kb[0]:  # no /proc (not Linux): ru_maxrss, floored at this process's RSS
+        hwm_kb[0] = usage.ru_maxrss
     if proc.returncode != 0:
         tail = "\n".join(line for _, line in lines[-20:])
         raise RuntimeError(f"{cmd[:3]} exited {proc.returncode}:\n{tail}")
     return {
         "t0": t0,
         "total": t_end - t0,
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+        "peak_rss_mb": hwm_kb[0] / 1024,  # KiB
         "stdout": out[0] if out else "",
         "stderr": lines,
     }
@@ -223,6 +243,9 @@ def e2e_ours(corpus_path, model, loss, args, seed, work: Path) -> dict:
     out = work / f"w2v_jax-{model}-{loss}-{seed}"
     cache = work / f"cache-{model}-{loss}-{seed}"  # cold: count and encode again
     env = {**os.environ, "W2V_JAX_CACHE": str(cache)}
+    # XLA's compilation cache lives under W2V_JAX_CACHE too, so it is cold as well, unless
+    # --xla-cache names one folder that every run shares (warm after the first run)
+    env["W2V_JAX_XLA_CACHE"] = args.xla_cache or str(cache / "xla")
     env.setdefault("W2V_JAX_KERNEL_CACHE", str(fused._cache_dir()))  # a one-time build
     cmd = [sys.executable, "-m", "w2v_jax.cli", "train", "--corpus", str(corpus_path)]
     cmd += ["--out", str(out), "--model", model, "--loss", loss, "--dim", str(args.dim)]
@@ -377,6 +400,11 @@ def main(argv=None) -> int:
     p.add_argument("--update", default="sparse", choices=("auto", "sparse", "fused", "dense"))
     p.add_argument(
         "--deterministic", action="store_true", help="w2v_jax --deterministic (bit-reproducible)"
+    )
+    p.add_argument(
+        "--xla-cache",
+        help="--end-to-end: one XLA compilation cache folder for every w2v_jax run (warm after "
+        "its first run); default: a fresh one per run, like the corpus cache",
     )
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--json", help="append one JSON line per run to this file")
