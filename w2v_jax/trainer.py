@@ -427,6 +427,17 @@ def _sharded_step(cfg: Config, mesh, objective, inputs, tx):
     return "sparse", reason, step
 
 
+def _named_corpus(corpus: str | Path) -> bool:
+    """A named corpus (``wiki-sample``, ...) rather than a path (a path takes precedence)."""
+    return str(corpus) in corpus_lib.NAMED_CORPORA and not Path(corpus).exists()
+
+
+def _resolve(corpus: str | Path, cfg: Config):
+    return corpus_lib.resolve_corpus(
+        corpus, lowercase=cfg.data.lowercase, max_sentence_len=cfg.data.max_sentence_len
+    )
+
+
 def resolve(cfg: Config, *, objective=None, tx=None):
     """``(objective, inputs, tx)``: the values ``cfg`` names, unless given (done once per run)."""
     objective = objective if objective is not None else objectives_lib.from_config(cfg)
@@ -475,7 +486,13 @@ def train(
     """
     # Prepare: resolve every name of the config into a value, once.
     # batch_size/steps_per_call None: the platform's (step.device_defaults; 4096 x 8 on CPU).
-    cfg = step_lib.device_defaults(validate(config if config is not None else Config()))
+    cfg = validate(config if config is not None else Config())
+    source = corpus
+    if isinstance(corpus, (str, Path)) and _named_corpus(corpus):
+        # A named corpus is prepared before JAX starts its runtime threads (device_defaults
+        # below does): gensim's WikiCorpus forks worker processes, unsafe in a threaded process.
+        source = _resolve(corpus, cfg)
+    cfg = step_lib.device_defaults(cfg)
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
     ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
@@ -501,11 +518,8 @@ def train(
         _check_resumable(ckpt, cfg, identity, ckpt_path)
         vocab = _vocab_of(ckpt)
 
-    source = corpus
-    if isinstance(corpus, (str, Path)):
-        source = corpus_lib.resolve_corpus(
-            corpus, lowercase=cfg.data.lowercase, max_sentence_len=cfg.data.max_sentence_len
-        )
+    if isinstance(source, (str, Path)):  # a path: read once the run's settings are checked
+        source = _resolve(source, cfg)
     show = corpus_lib.progress_printer(cfg.train.log_every_s) if progress else None
     if vocab is None:  # one pass counts and encodes (both cached for the next run)
         vocab, encoded = corpus_lib.prepare_corpus(source, cfg.data, progress=show)
