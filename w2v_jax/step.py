@@ -428,7 +428,9 @@ def device_defaults(cfg):
     )
 
 
-def choose_update(cfg, objective: Objective, inputs: InputSide, tx: Any) -> tuple[str, str]:
+def choose_update(
+    cfg, objective: Objective, inputs: InputSide, tx: Any, *, resumed: str | None = None
+) -> tuple[str, str]:
     """``(update, reason)``: the step ``cfg.train.update`` names, with ``auto`` resolved.
 
     ``auto`` takes the fused C++ kernel (:mod:`w2v_jax.fused`) when the tables live on a CPU
@@ -436,12 +438,16 @@ def choose_update(cfg, objective: Objective, inputs: InputSide, tx: Any) -> tupl
     gradients, SGNS or hierarchical softmax, a working compiler); otherwise the pure-JAX row step
     (``sparse``), which runs anything on any backend. An explicit name is returned as is:
     ``fused`` where the kernel does not apply stays an error (:func:`w2v_jax.fused.make_step`).
-    ``--deterministic`` runs the kernel on one thread (:func:`_fused_threads`). This is the one
+    ``--deterministic`` runs the kernel on one thread (:func:`_fused_threads`). ``resumed`` is the
+    step a checkpoint being resumed ran: ``auto`` keeps the pure-JAX step of such a run (one
+    written on a mesh, say), since the two steps do not give the same numbers. This is the one
     place that decides; the trainer prints ``reason`` and returns it with the result.
     """
     requested = cfg.train.update
     if requested != "auto":
         return requested, f"asked for with --update {requested}"
+    if resumed == "sparse":
+        return "sparse", "auto on --resume: the step the checkpoint ran"
     platform = _platform()
     if platform != "cpu":
         return "sparse", f"{platform.upper()}: the fused kernel runs on CPU only"

@@ -502,12 +502,8 @@ def train(
             raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
         ckpt = load_checkpoint(ckpt_path)
     if mesh is None:
-        update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx)
-        if ckpt is not None and cfg.train.update == "auto" and update == "fused":
-            # A run written on a mesh (or with --update sparse) continues on one device with
-            # the step it ran: the two steps do not give the same numbers.
-            if ckpt.get("identity", {}).get("update") == "sparse":
-                update, update_reason = "sparse", "auto on --resume: the step the checkpoint ran"
+        resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
+        update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
         one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
     else:
         update, update_reason, one_step = _sharded_step(cfg, mesh, objective, inputs, tx)
