@@ -50,9 +50,10 @@ the same device count.
 
 Caveats: restores read from the page cache unless ``--cold`` (``os.sync`` then
 ``posix_fadvise(DONTNEED)`` on every file of the checkpoint, no root needed), and even then a
-VM's disk may be cached by its host. All three fsync their files. Simulated CPU devices share the machine's cores and memory bandwidth: this
-measures the formats' own costs, not a multi-GPU host's. Checkpoints go to a temporary folder
-under ``--tmp`` (default: the system's), removed at the end.
+VM's disk may be cached by its host. All three fsync their files. Simulated CPU devices share
+the machine's cores and memory bandwidth: this measures the formats' own costs, not a multi-GPU
+host's. Checkpoints go to a temporary folder under ``--tmp`` (default: the system's), removed at
+the end.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import child_env, fmt_bytes
+
 FORMAT_LABELS = {"trainer": "(a) trainer", "npy-shards": "(b) npy-shards", "orbax": "(c) orbax"}
 
 
@@ -448,14 +450,6 @@ def worker(args) -> dict:
 # ----------------------------------------------------------------------------- report
 
 
-def _fmt_bytes(x: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(x) < 1024 or unit == "GiB":
-            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.2f} {unit}"
-        x /= 1024
-    return str(x)
-
-
 def _median(xs) -> float:
     return statistics.median(xs)
 
@@ -473,7 +467,7 @@ def report(rows: list[dict]) -> None:
     r0 = rows[0]
     print(
         f"\n## checkpoints: V={r0['V']:,} D={r0['D']} {r0['optimizer']}, state "
-        f"{_fmt_bytes(r0['state_bytes'])}; {r0['cores']} CPU cores; "
+        f"{fmt_bytes(r0['state_bytes'])}; {r0['cores']} CPU cores; "
         f"{'cold' if r0['cold'] else 'warm'} page cache\n"
     )
     print("### save and restore on the same device count (median s; ratio = format / (a))\n")
@@ -502,9 +496,9 @@ def report(rows: list[dict]) -> None:
                 f"| {r['devices']} | {FORMAT_LABELS[name]} | {save:.3f} | "
                 f"{_ratio(save, _median(base['save_s']))} | {_median(f['fsync_after_s']):.3f} | "
                 f"{rest:.3f} | "
-                f"{_ratio(rest, _median(base['restore_s']))} | {_fmt_bytes(f['bytes'])} | "
-                f"{f['files']} | {_fmt_bytes(f['save_peak_bytes'])} / "
-                f"{_fmt_bytes(f['restore_peak_bytes'])} | "
+                f"{_ratio(rest, _median(base['restore_s']))} | {fmt_bytes(f['bytes'])} | "
+                f"{f['files']} | {fmt_bytes(f['save_peak_bytes'])} / "
+                f"{fmt_bytes(f['restore_peak_bytes'])} | "
                 f"{'yes' if f['identical'] else '**NO**'} | {notes} |"
             )
     cross = [r for r in rows if r["cross"]]
@@ -518,7 +512,7 @@ def report(rows: list[dict]) -> None:
                 rest = _median(f["restore_s"])
                 print(
                     f"| {f['from']} -> {r['devices']} | {FORMAT_LABELS[name]} | {rest:.3f} | "
-                    f"{_ratio(rest, base)} | {_fmt_bytes(f['restore_peak_bytes'])} | "
+                    f"{_ratio(rest, base)} | {fmt_bytes(f['restore_peak_bytes'])} | "
                     f"{'yes' if f['identical'] else '**NO**'} |"
                 )
     print(f"\nmax load average before a worker: {max(r['load_before'] for r in rows):.1f}")
@@ -529,9 +523,7 @@ def report(rows: list[dict]) -> None:
 
 def _run_worker(n: int, argv: list[str]) -> dict:
     """Runs :func:`worker` for n devices in a fresh process; its last stdout line is the row."""
-    env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    env = child_env(cpu_devices=n)
     cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", str(n)]
     t = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=1800)

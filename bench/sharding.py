@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import child_env, fmt_bytes
 
 
 def _zipf_ids(rng, v, shape, power=1.0):
@@ -261,17 +261,9 @@ def report_dedup(rows, args) -> None:
         print(
             f"| {r['devices']} | {r['rows_allgather']:,} | {r['unique_mean']:,.0f} | "
             f"{r['cap_div']} / {r['cap_mod']} | {r['rows_bucket_mod']:,} | "
-            f"{_fmt_bytes(r['rows_allgather'] * d * 4)} -> "
-            f"{_fmt_bytes(r['rows_bucket_mod'] * d * 4)} |"
+            f"{fmt_bytes(r['rows_allgather'] * d * 4)} -> "
+            f"{fmt_bytes(r['rows_bucket_mod'] * d * 4)} |"
         )
-
-
-def _fmt_bytes(x: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(x) < 1024 or unit == "GiB":
-            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.2f} {unit}"
-        x /= 1024
-    return str(x)
 
 
 def report(rows) -> None:
@@ -292,14 +284,14 @@ def report(rows) -> None:
         print("| --- | --- | ---: | ---: |")
         for o in r["collectives"]:
             print(
-                f"| {o['op']} | `{o['result']}` | {_fmt_bytes(o['operand_bytes'])} | "
-                f"{_fmt_bytes(o['result_bytes'])} |"
+                f"| {o['op']} | `{o['result']}` | {fmt_bytes(o['operand_bytes'])} | "
+                f"{fmt_bytes(o['result_bytes'])} |"
             )
         tot_in = sum(o["operand_bytes"] for o in r["collectives"])
         tot_out = sum(o["result_bytes"] for o in r["collectives"])
         print(
-            f"| **total** ({len(r['collectives'])} ops) | | {_fmt_bytes(tot_in)} | "
-            f"{_fmt_bytes(tot_out)} |\n"
+            f"| **total** ({len(r['collectives'])} ops) | | {fmt_bytes(tot_in)} | "
+            f"{fmt_bytes(tot_out)} |\n"
         )
     print("### memory and throughput\n")
     print(
@@ -310,8 +302,8 @@ def report(rows) -> None:
     base = rows[0]["pairs_per_s"]
     for r in rows:
         print(
-            f"| {r['devices']} | {_fmt_bytes(r['table_bytes_per_device'])} | "
-            f"{_fmt_bytes(r['temp_bytes_per_device'] or 0)} | {r['pairs_per_s']:,.0f} | "
+            f"| {r['devices']} | {fmt_bytes(r['table_bytes_per_device'])} | "
+            f"{fmt_bytes(r['temp_bytes_per_device'] or 0)} | {r['pairs_per_s']:,.0f} | "
             f"{r['pairs_per_s'] / base:.2f}x | {r['best_pairs_per_s']:,.0f} | "
             f"{r['load_before']:.1f} |"
         )
@@ -331,12 +323,11 @@ def _run_worker(n: int, argv: list[str], attempts: int = 2) -> dict:
     starve one device's launch thread (``sharding.needs_sync`` makes the trainer wait for each
     step for that reason); a dead worker is retried once (and reported on stderr).
     """
-    env = dict(os.environ)
     if "--platform" in argv and argv[argv.index("--platform") + 1] != "cpu":
+        env = child_env()
         env.pop("JAX_PLATFORMS", None)  # the accelerator's own devices; n of them are used
     else:
-        env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+        env = child_env(cpu_devices=n)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), *argv]
     for attempt in range(1, attempts + 1):
         try:
