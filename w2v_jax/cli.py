@@ -301,6 +301,7 @@ _WORKER_ENV = "W2V_JAX_MULTI_HOST_WORKER"
 # What JAX's distributed runtime prints when a process is lost or cannot join: error log lines,
 # then a fatal one and a C++ stack trace, and the process aborts (it cannot be caught in Python).
 _RUNTIME_LOG = re.compile(r"^[EF]\d{4} |^Barrier result|Check failure stack trace")
+_FATAL = re.compile(r"F\d{4} ")  # the runtime's fatal line: the process aborts after it
 
 
 def _run_multi_host(a: argparse.Namespace, cfg, out: Path, argv) -> int:
@@ -336,14 +337,14 @@ def _run_multi_host(a: argparse.Namespace, cfg, out: Path, argv) -> int:
     for line in child.stderr:
         if fatal or _RUNTIME_LOG.search(line):
             held.append(line)
-            fatal = fatal or re.match(r"F\d{4} ", line) is not None
+            fatal = fatal or _FATAL.match(line) is not None
             continue
         sys.stderr.write("".join(held) + line)  # the run went on: its log was not an abort
         sys.stderr.flush()
         held.clear()
     rc = child.wait()
     text = "".join(held)
-    if not re.search(r"^F\d{4} ", text, re.MULTILINE):  # no abort: the child's own ending
+    if not fatal:  # no abort: the child's own ending
         sys.stderr.write(text)
         return rc if rc >= 0 else 128 - rc
     where = a.coordinator or "the cluster's coordinator"
