@@ -55,6 +55,7 @@ from jax.sharding import PartitionSpec as P
 
 from w2v_jax import optim
 from w2v_jax import step as step_lib
+from w2v_jax.fileio import atomic_write
 from w2v_jax.inputs import InputSide
 from w2v_jax.objectives import Objective
 
@@ -505,10 +506,9 @@ def save_sharded(
             if stop <= start:
                 continue
             data = np.asarray(shard.data)[: stop - start]
-            with open(partial / f"{name}.{start:012d}-{stop:012d}.npy", "wb") as f:
-                np.save(f, data)
-                f.flush()
-                os.fsync(f.fileno())  # on disk before process 0's rename publishes the folder
+            # fsynced (atomic_write) before process 0's rename publishes the folder
+            shard_path = partial / f"{name}.{start:012d}-{stop:012d}.npy"
+            atomic_write(shard_path, lambda f, data=data: np.save(f, data))
     _barrier("w2v_jax.save_sharded.write")
     if jax.process_index() == 0:
         tables = {}
