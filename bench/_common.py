@@ -27,3 +27,16 @@ def child_env(cpu_devices: int | None = None) -> dict[str, str]:
         flag = f"--xla_force_host_platform_device_count={cpu_devices}"
         env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=flag)
     return env
+
+
+def status_kib(field: str, pid: int | str = "self") -> int | None:
+    """A ``kB`` field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``; Linux), or ``None`` where
+    there is none (another OS, an exited process)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None

@@ -72,7 +72,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import child_env, fmt_bytes
+from _common import child_env, fmt_bytes, status_kib
 
 FORMAT_LABELS = {"trainer": "(a) trainer", "npy-shards": "(b) npy-shards", "orbax": "(c) orbax"}
 
@@ -283,17 +283,6 @@ def _formats(ckptr) -> dict:
 # ----------------------------------------------------------------------------- measuring
 
 
-def _mem_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _reset_peak() -> bool:
     """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
     try:
@@ -310,11 +299,11 @@ def _measure(fn):
 
     gc.collect()
     exact = _reset_peak()
-    before = _mem_kib("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = status_kib("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     out = jax.block_until_ready(fn())
     seconds = time.perf_counter() - t
-    after = _mem_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Without clear_refs, getrusage's maximum only shows growth past the earlier peak.
     return out, seconds, max(0, (after or 0) - (before or 0)) * 1024
 

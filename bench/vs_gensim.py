@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import status_kib
 
 VARIANTS = {  # name -> (model, loss)
     "sg-ns": ("sg", "ns"),
@@ -197,15 +198,8 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict:
     hwm_kb = [0]
 
     def poll_hwm():
-        status = f"/proc/{proc.pid}/status"
         while proc.returncode is None:
-            try:
-                with open(status) as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            hwm_kb[0] = max(hwm_kb[0], int(line.split()[1]))
-            except (OSError, ValueError):
-                break
+            hwm_kb[0] = max(hwm_kb[0], status_kib("VmHWM", proc.pid) or 0)
             time.sleep(0.02)
 
     threads = [
