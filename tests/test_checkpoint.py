@@ -70,3 +70,71 @@ def test_full_disk_names_the_checkpoint_and_keeps_the_old_one(tmp_path, monkeypa
         save_checkpoint(path, _payload())
     assert path.read_bytes() == good
     assert os.listdir(tmp_path) == ["c.w2v"]
+
+
+def test_every_kind_of_array_round_trips_with_its_dtype_and_shape(tmp_path):
+    import jax.numpy as jnp
+
+    payload = {
+        "scalar": np.asarray(7, np.int32),
+        "empty": np.zeros((0, 5), np.float32),
+        "strided": np.arange(20, dtype=np.int64).reshape(4, 5)[:, ::2],  # not contiguous
+        "device": jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+        "nested": [{"u8": np.arange(3, dtype=np.uint8)}, "text", 1.5],
+    }
+    back = load_checkpoint(save_checkpoint(tmp_path / "c.w2v", payload))
+    for name in ("scalar", "empty", "strided", "device"):
+        want = np.asarray(payload[name])
+        assert back[name].dtype == want.dtype and back[name].shape == want.shape, name
+        np.testing.assert_array_equal(back[name], want)
+    np.testing.assert_array_equal(back["nested"][0]["u8"], [0, 1, 2])
+    assert back["nested"][1:] == ["text", 1.5]
+
+
+def test_a_corrupt_head_is_a_clear_error_not_a_msgpack_trace(tmp_path):
+    path = save_checkpoint(tmp_path / "c.w2v", _payload())
+    blob = bytearray(path.read_bytes())
+    for at in (8, 12, 20):  # the head's length, then bytes inside the head
+        bad = bytearray(blob)
+        bad[at] ^= 0xFF
+        path.write_bytes(bytes(bad))
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            load_checkpoint(path)
+
+
+def test_first_layout_files_are_still_read(tmp_path):
+    import hashlib
+
+    from flax import serialization
+
+    from w2v_jax.checkpoint import MAGIC_V1
+
+    body = serialization.msgpack_serialize(_payload())
+    path = tmp_path / "old.w2v"
+    path.write_bytes(MAGIC_V1 + hashlib.sha256(body).digest() + body)
+    back = load_checkpoint(path)
+    np.testing.assert_array_equal(back["params"]["center_vecs"], _payload()["params"]["center_vecs"])
+    path.write_bytes(MAGIC_V1 + hashlib.sha256(body).digest() + body[:-3])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_saving_and_loading_need_no_second_copy_of_the_tables(tmp_path):
+    """The tables are written from their own memory and read into the arrays returned: the
+    extra memory Python allocates (numpy included) stays far below one table's 64 MB."""
+    import tracemalloc
+
+    table = np.ones((1 << 14, 1 << 10), np.float32)  # 64 MiB
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        path = save_checkpoint(tmp_path / "big.w2v", {"params": {"t": table}, "step": 3})
+        save_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        back = load_checkpoint(path)
+        load_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert save_peak < table.nbytes // 8, save_peak
+    assert load_peak < table.nbytes * 9 // 8, load_peak  # the returned table itself, no more
+    np.testing.assert_array_equal(back["params"]["t"], table)

@@ -1,43 +1,113 @@
-"""Atomic, checksummed checkpoints.
+"""Atomic, checksummed checkpoints, written and read without a second copy of the tables.
 
-File layout: ``MAGIC`` (8 bytes) | sha256 of the body (32 bytes) | body, where the body is
-``flax.serialization.msgpack_serialize`` of a nested dict of numpy arrays, numbers and strings.
+File layout (``MAGIC`` = ``W2VJAX02``)::
+
+    MAGIC (8) | n = length of the head (uint64, little-endian) | head (n bytes, msgpack)
+              | the bytes of every array, one after another, in the head's order
+              | sha256 of everything before it (32)
+
+The head is the payload (a nested dict of arrays, numbers, strings and lists) with each array
+replaced by ``{"__w2v_array__": index, "dtype": ..., "shape": ...}``. Arrays are written straight
+from their own memory (a table of gigabytes is not serialised into a buffer first) and read
+straight into the arrays returned, so saving or loading a checkpoint needs no memory beyond the
+tables themselves. Files of the first layout (``W2VJAX01``: magic, sha256, one msgpack body) are
+still read.
 
 A checkpoint is written to a temporary file in the destination folder, flushed and fsynced, then
 renamed over the old one (``os.replace`` is atomic on POSIX), and the folder is fsynced. A crash
 at any point leaves either the old checkpoint or the new one, never a torn file. Loading checks
-the magic and the checksum first, so a truncated or corrupt file gives a clear error instead of a
-msgpack trace, and a failed load never touches the file.
+the sizes before allocating and the checksum before returning, so a truncated or corrupt file
+gives a clear error instead of a msgpack trace, and a failed load never touches the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 from flax import serialization
 
 from w2v_jax.fileio import atomic_write
 
-MAGIC = b"W2VJAX01"
-_HEADER = len(MAGIC) + 32
+MAGIC = b"W2VJAX02"
+MAGIC_V1 = b"W2VJAX01"
+_ARRAY = "__w2v_array__"
+_DIGEST = 32
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, truncated, corrupt or from another run."""
 
 
+def _split(tree: Any, arrays: list[np.ndarray]) -> Any:
+    """The head of ``tree``: each array moved to ``arrays`` and replaced by a reference."""
+    if isinstance(tree, dict):
+        return {k: _split(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_split(v, arrays) for v in tree]
+    if isinstance(tree, np.ndarray) or hasattr(tree, "__array__") and hasattr(tree, "shape"):
+        a = np.asarray(tree)  # a jax array on CPU: a view of its buffer, not a copy
+        if not a.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-d)
+            a = a.copy(order="C")
+        if a.dtype.hasobject:
+            raise TypeError(f"a checkpoint cannot hold an array of Python objects ({a.dtype})")
+        arrays.append(a)
+        return {_ARRAY: len(arrays) - 1, "dtype": a.dtype.str, "shape": list(a.shape)}
+    return tree
+
+
+def _join(head: Any, arrays: list[np.ndarray]) -> Any:
+    """Inverse of :func:`_split`."""
+    if isinstance(head, dict):
+        if _ARRAY in head:
+            return arrays[head[_ARRAY]]
+        return {k: _join(v, arrays) for k, v in head.items()}
+    if isinstance(head, list):
+        return [_join(v, arrays) for v in head]
+    return head
+
+
+def _specs(head: Any) -> list[tuple[int, np.dtype, tuple[int, ...]]]:
+    """(index, dtype, shape) of every array reference in ``head``, in index order."""
+    found: list[tuple[int, np.dtype, tuple[int, ...]]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if _ARRAY in node:
+                found.append((int(node[_ARRAY]), np.dtype(node["dtype"]), tuple(node["shape"])))
+                return
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(head)
+    found.sort(key=lambda s: s[0])
+    if [s[0] for s in found] != list(range(len(found))):
+        raise ValueError("array references are not numbered 0..n-1")
+    return found
+
+
+def _bytes(a: np.ndarray) -> memoryview:
+    return memoryview(a.reshape(-1)).cast("B") if a.size else memoryview(bytearray())
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Writes ``payload`` to ``path`` atomically (temp file, fsync, rename, fsync folder)."""
-    body = serialization.msgpack_serialize(payload)
-    digest = hashlib.sha256(body).digest()
+    arrays: list[np.ndarray] = []
+    head = serialization.msgpack_serialize(_split(payload, arrays))
 
-    def write(f) -> None:  # three writes, not one concatenation: no second copy of the body
-        f.write(MAGIC)
-        f.write(digest)
-        f.write(body)
+    def write(f: IO[bytes]) -> None:
+        h = hashlib.sha256()
+        for chunk in (MAGIC, struct.pack("<Q", len(head)), head, *map(_bytes, arrays)):
+            h.update(chunk)
+            f.write(chunk)
+        f.write(h.digest())
 
     return atomic_write(path, write)
 
@@ -47,13 +117,60 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path} (nothing to --resume from)")
-    blob = path.read_bytes()
-    if len(blob) < _HEADER or blob[: len(MAGIC)] != MAGIC:
-        raise CheckpointError(f"{path} is not a w2v_jax checkpoint (bad header or truncated)")
-    # a view, not a slice: the body is not copied (tables can be gigabytes)
-    digest, body = blob[len(MAGIC) : _HEADER], memoryview(blob)[_HEADER:]
+    with open(path, "rb") as f:
+        magic = f.read(len(MAGIC))
+        if magic == MAGIC_V1:
+            return _load_v1(path, f)
+        if magic != MAGIC:
+            raise CheckpointError(f"{path} is not a w2v_jax checkpoint (bad header or truncated)")
+        return _load(path, f, os.fstat(f.fileno()).st_size)
+
+
+def _corrupt(path: Path) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
+
+
+def _load(path: Path, f: IO[bytes], size: int) -> dict[str, Any]:
+    h = hashlib.sha256(MAGIC)
+    n_bytes = f.read(8)
+    if len(n_bytes) < 8:
+        raise _corrupt(path)
+    (n,) = struct.unpack("<Q", n_bytes)
+    if len(MAGIC) + 8 + n + _DIGEST > size:
+        raise _corrupt(path)
+    head_bytes = f.read(n)
+    h.update(n_bytes)
+    h.update(head_bytes)
+    try:
+        head = serialization.msgpack_restore(head_bytes)
+        specs = _specs(head)
+    except Exception:  # the checksum cannot be checked before the head is read: say both
+        raise _corrupt(path) from None
+    body = sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for _, dtype, shape in specs)
+    if len(MAGIC) + 8 + n + body + _DIGEST != size:  # before allocating anything
+        raise _corrupt(path)
+    arrays = []
+    for _, dtype, shape in specs:
+        a = np.empty(shape, dtype)
+        view = _bytes(a)
+        if f.readinto(view) != len(view):
+            raise _corrupt(path)
+        h.update(view)
+        arrays.append(a)
+    if f.read(_DIGEST) != h.digest():
+        raise _corrupt(path)
+    return _join(head, arrays)
+
+
+def _load_v1(path: Path, f: IO[bytes]) -> dict[str, Any]:
+    """``W2VJAX01``: magic | sha256 of the body | msgpack body."""
+    blob = f.read()
+    if len(blob) < _DIGEST:
+        raise _corrupt(path)
+    # a view, not a slice: the body is not copied
+    digest, body = blob[:_DIGEST], memoryview(blob)[_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
+        raise _corrupt(path)
     try:
         return serialization.msgpack_restore(body)
     except Exception as e:  # a valid checksum over an unreadable body: written by other code
