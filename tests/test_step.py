@@ -264,3 +264,36 @@ def test_device_defaults_fill_only_what_the_config_leaves_open(monkeypatch):
     assert (mine.train.batch_size, mine.train.steps_per_call) == (4095, 16)
     three = step_lib.device_defaults(override(Config(), devices=3))
     assert three.train.batch_size % 3 == 0 and three.train.batch_size >= 16384
+
+
+@pytest.mark.parametrize(
+    "rows,dim,block",
+    [(1000, 7, 64), (835, 100, 1000), (5, 3, 4), (3, 50, 1 << 20), (4097, 33, 2048)],
+)
+def test_blockwise_uniform_init_is_jax_random_uniform_bit_for_bit(monkeypatch, rows, dim, block):
+    """Blocks of any size, the last one overlapping, give jax.random.uniform's exact bits."""
+    monkeypatch.setattr(step_lib, "_INIT_BLOCK", block)
+    for seed in (0, 7):
+        key = jax.random.split(jax.random.key(seed))[0]
+        want = jax.random.uniform(key, (rows, dim), jnp.float32, -0.5 / dim, 0.5 / dim)
+        got = step_lib.uniform_table(key, rows, dim, -0.5 / dim, 0.5 / dim)
+        assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+def test_blockwise_uniform_init_keeps_its_temporaries_to_a_block(monkeypatch):
+    """The compiled block program allocates O(block), not O(table): its temp buffers are far
+    smaller than the table (jax.random.uniform's whole-table temporaries are several times it)."""
+    monkeypatch.setattr(step_lib, "_INIT_BLOCK", 1 << 12)
+    rows, dim = 1 << 14, 64
+    table = jnp.zeros((rows, dim), jnp.float32)
+    k1, k2 = jax.random.key_data(jax.random.key(0))
+    block_rows = (1 << 12) // dim
+    compiled = step_lib._uniform_block.lower(
+        table, k1, k2, 0, 0, 0, block_rows, -0.5 / dim, 0.5 / dim
+    ).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    assert temp < table.nbytes // 16, temp
+    whole = jax.jit(
+        lambda k: jax.random.uniform(k, (rows, dim), jnp.float32, -0.5 / dim, 0.5 / dim)
+    ).lower(jax.random.key(0)).compile()
+    assert whole.memory_analysis().temp_size_in_bytes > table.nbytes  # what the blocks avoid

@@ -26,6 +26,7 @@ step of :mod:`w2v_jax.sharding`; :func:`make_steps` wraps any of them in one ``l
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -66,9 +67,65 @@ def init_params(objective: Objective, vocab_size: int, dim: int, key: jax.Array)
     Returns:
       ``center_vecs`` [V, D] float32 and the objective's table [table_rows(V), D] float32.
     """
-    center = jax.random.uniform(key, (vocab_size, dim), jnp.float32, -0.5 / dim, 0.5 / dim)
+    center = uniform_table(key, vocab_size, dim, -0.5 / dim, 0.5 / dim)
     rows = objective.table_rows(vocab_size)
     return {"center_vecs": center, objective.table: jnp.zeros((rows, dim), jnp.float32)}
+
+
+# Elements per block of :func:`uniform_table`: its temporaries are a few times this, in bytes x 4.
+_INIT_BLOCK = 1 << 20
+
+
+def uniform_table(key: jax.Array, rows: int, dim: int, minval: float, maxval: float) -> jax.Array:
+    """``jax.random.uniform(key, (rows, dim), float32, minval, maxval)``, bit for bit, in blocks.
+
+    ``jax.random.uniform`` materialises its counters and random bits for the whole shape, several
+    times the table's size at once (1.3 GB of temporaries for a 334 MB table). With the threefry
+    generator in its partitionable form (JAX's default) element ``(r, c)`` depends only on the
+    key and its flat index ``i = r * dim + c``:
+
+    .. math:: \\text{bits}_i = t_1 \\oplus t_2, \\quad (t_1, t_2) = \\text{threefry2x32}(k,
+        (\\lfloor i / 2^{32} \\rfloor, i \\bmod 2^{32}))
+
+    and the float is ``1.m - 1`` scaled to ``[minval, maxval)``, so the table can be filled a
+    block of rows at a time, in place, with the same values. Other generators (``rbg``, or
+    ``jax_threefry_partitionable=False``) fall back to ``jax.random.uniform``.
+
+    Returns:
+      [rows, dim] float32.
+    """
+    impl = str(jax.random.key_impl(key))
+    block_rows = max(1, min(rows, _INIT_BLOCK // max(dim, 1)))
+    if "threefry" not in impl or not jax.config.jax_threefry_partitionable or block_rows == rows:
+        return jax.random.uniform(key, (rows, dim), jnp.float32, minval, maxval)
+    k1, k2 = jax.random.key_data(key)
+    table = jnp.empty((rows, dim), jnp.float32)
+    for start in range(0, rows, block_rows):
+        start = min(start, rows - block_rows)  # the last block overlaps: it rewrites equal values
+        base = start * dim
+        table = _uniform_block(
+            table, k1, k2, start, base >> 32, base & 0xFFFFFFFF, block_rows, minval, maxval
+        )
+    return table
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8), donate_argnums=0)
+def _uniform_block(table, k1, k2, start, base_hi, base_lo, block_rows, minval, maxval):
+    """Rows ``start .. start + block_rows`` of :func:`uniform_table`, written into ``table``."""
+    from jax.extend.random import threefry2x32_p
+
+    dim = table.shape[1]
+    offset_RxD = jax.lax.iota(jnp.uint32, block_rows * dim).reshape(block_rows, dim)
+    lo_RxD = jnp.uint32(base_lo) + offset_RxD  # wraps modulo 2^32 ...
+    hi_RxD = jnp.uint32(base_hi) + (lo_RxD < jnp.uint32(base_lo)).astype(jnp.uint32)  # ... carry
+    t1_RxD, t2_RxD = threefry2x32_p.bind(k1, k2, hi_RxD, lo_RxD)
+    bits_RxD = t1_RxD ^ t2_RxD
+    # 23 random mantissa bits under exponent 0: a float in [1, 2), as jax.random.uniform does
+    one = jnp.uint32(0x3F800000)
+    floats_RxD = jax.lax.bitcast_convert_type((bits_RxD >> 9) | one, jnp.float32) - 1.0
+    lo, hi = jnp.float32(minval), jnp.float32(maxval)
+    values_RxD = jnp.maximum(lo, floats_RxD * (hi - lo) + lo)
+    return jax.lax.dynamic_update_slice(table, values_RxD, (start, 0))
 
 
 def init_state(params: Params, tx: Any) -> TrainState:
