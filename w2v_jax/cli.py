@@ -273,6 +273,7 @@ def _train_in_folder(a: argparse.Namespace, cfg, out: Path, argv, mesh=None) -> 
         if result.steps == 0:  # before any output is written: the folder stays as it was
             raise ValueError(result.nothing_trained or "nothing to train")
         vectors = result.vectors(a.vectors)
+        result.params.clear()  # the vectors are all that is used from here: free the rest
         _write_outputs(a, cfg, result, vectors, out, rows)
         _report(a, cfg, result, vectors, out)
     return 0

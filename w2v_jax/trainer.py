@@ -61,7 +61,7 @@ class TrainResult:
     Attributes:
       config: the validated config of the run.
       vocab: the :class:`~w2v_jax.vocab.Vocab` (row i of every table is ``vocab.words[i]``).
-      params: host numpy copies of the trained tables.
+      params: the trained tables as host numpy arrays (on a CPU device, views of its buffers).
       history: one dict per logging window (loss = mean per example in that window).
       epoch_loss: mean loss per example of each epoch.
       words_per_sec: raw corpus words x epochs / training wall time (compilation included).
@@ -85,12 +85,14 @@ class TrainResult:
     nothing_trained: str = ""
 
     def vectors(self, which: str = "in"):
-        """A :class:`~w2v_jax.vectors.Vectors` of the input, output or summed (w + c) vectors."""
+        """A :class:`~w2v_jax.vectors.Vectors` of the input, output or summed (w + c) vectors,
+        sharing the tables' memory (the run is over: they no longer change)."""
         from w2v_jax.vectors import from_tables
 
-        return from_tables(
-            self.vocab.words, self.params["center_vecs"], self.params.get("outside_vecs"), which
+        words, center, outside = self.vocab.words, self.params["center_vecs"], self.params.get(
+            "outside_vecs"
         )
+        return from_tables(words, center, outside, which, copy=False)
 
 
 class TrainingInterrupted(KeyboardInterrupt):

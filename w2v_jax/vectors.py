@@ -47,23 +47,23 @@ class Vectors:
       words: ``V`` distinct words, most frequent first.
       matrix: ``[V, D]`` float32, read-only.
       index: word -> row.
+
+    ``matrix`` is copied unless it is a read-only float32 C-ordered array that owns its memory,
+    or ``share=True`` is given for a float32 C-ordered ndarray: then it is used as it is (marked
+    read-only), which is how a trained table of gigabytes becomes vectors without a second copy.
     """
 
     words: tuple[str, ...]
     matrix: np.ndarray
     index: dict[str, int] = dataclasses.field(init=False, repr=False)
+    share: dataclasses.InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, share: bool) -> None:
         words = tuple(self.words)
         m = self.matrix
-        frozen_own = (
-            isinstance(m, np.ndarray)
-            and m.dtype == np.float32
-            and m.flags.c_contiguous
-            and m.flags.owndata
-            and not m.flags.writeable
-        )
-        if not frozen_own:
+        usable = isinstance(m, np.ndarray) and m.dtype == np.float32 and m.flags.c_contiguous
+        frozen_own = usable and m.flags.owndata and not m.flags.writeable
+        if not (frozen_own or (share and usable)):
             # Copy: never freeze, or keep a view of, the caller's array (a view of a device
             # buffer would also block its donation in the train step).
             m = np.array(m, dtype=np.float32, order="C")
@@ -474,11 +474,22 @@ def load_word2vec_format(
 
 
 # --------------------------------------------------------------------- from tables
+def _host(table: Any, copy: bool) -> np.ndarray:
+    """A C-ordered float32 host array: a copy, or (``copy=False``) a new ndarray object over
+    ``table``'s memory where its layout allows (so marking it read-only leaves the caller's
+    array as it was)."""
+    if copy:
+        return np.array(table, dtype=np.float32, order="C")
+    return np.asarray(table, dtype=np.float32, order="C").view()
+
+
 def from_tables(
     words: Iterable[str],
     center_vecs: Any,
     outside_vecs: Any | None = None,
     which: str = "in",
+    *,
+    copy: bool = True,
 ) -> Vectors:
     """Vectors from trained tables.
 
@@ -491,25 +502,30 @@ def from_tables(
       which: ``"in"`` input vectors (word2vec's output); ``"out"`` output vectors; ``"sum"``
         ``w + c`` (Levy, Goldberg and Dagan 2015, section 3.3).
 
+      copy: ``False`` lets ``"in"`` and ``"out"`` share the table's memory when it is a
+        C-ordered float32 host array (or a CPU jax array, viewed in place): for tables that will
+        not change again, such as a finished run's. A view of a live device buffer would make
+        JAX copy the table the next time a step donates it.
+
     Returns:
-      :class:`Vectors` (host float32 copy).
+      :class:`Vectors` (read-only).
     """
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
     words = tuple(words)
-    w = np.array(center_vecs, dtype=np.float32, order="C")  # host copy, no device view
+    w = _host(center_vecs, copy)
     if w.ndim != 2 or w.shape[0] != len(words):
         raise ValueError(f"center_vecs must be [V={len(words)}, D], got shape {w.shape}")
     if which == "in":
         w.setflags(write=False)
-        return Vectors(words, w)
+        return Vectors(words, w, share=True)
     if outside_vecs is None:
         raise ValueError(
             f"which={which!r} needs output word vectors, but none were given: hierarchical "
             "softmax trains node vectors [V-1, D] for the Huffman tree's inner nodes, not one "
             "output vector per word; use which='in'"
         )
-    c = np.array(outside_vecs, dtype=np.float32, order="C")
+    c = _host(outside_vecs, copy)
     if c.shape != w.shape:
         hint = (
             " (that looks like hierarchical-softmax node vectors [V-1, D], which are not word "
@@ -520,7 +536,7 @@ def from_tables(
         raise ValueError(f"outside_vecs must be {w.shape}, got {c.shape}{hint}")
     out = c if which == "out" else w + c
     out.setflags(write=False)
-    return Vectors(words, out)
+    return Vectors(words, out, share=True)
 
 
 def load_vectors(path: str | os.PathLike, binary: bool | None = None) -> Vectors:
