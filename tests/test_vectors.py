@@ -330,3 +330,16 @@ def test_from_tables_hs_has_no_output_word_vectors(which):
         from_tables(("a", "b", "c", "d"), w, node_vecs, which)
     with pytest.raises(ValueError, match="which must be one of"):
         from_tables(("a", "b", "c", "d"), w, None, "both")
+
+
+def test_from_tables_shares_a_finished_table_only_when_asked():
+    table = np.arange(12, dtype=np.float32).reshape(3, 4)
+    shared = from_tables(["a", "b", "c"], table, copy=False)
+    assert np.shares_memory(shared.matrix, table) and not shared.matrix.flags.writeable
+    assert table.flags.writeable  # the caller's array is left as it was
+    copied = from_tables(["a", "b", "c"], table)
+    assert not np.shares_memory(copied.matrix, table)
+    np.testing.assert_array_equal(copied.matrix, shared.matrix)
+    # a layout that cannot be viewed as C-ordered float32 is converted either way
+    strided = from_tables(["a", "b", "c"], np.asfortranarray(table.astype(np.float64)), copy=False)
+    np.testing.assert_array_equal(strided.matrix, table)
