@@ -113,7 +113,9 @@ def test_first_layout_files_are_still_read(tmp_path):
     path = tmp_path / "old.w2v"
     path.write_bytes(MAGIC_V1 + hashlib.sha256(body).digest() + body)
     back = load_checkpoint(path)
-    np.testing.assert_array_equal(back["params"]["center_vecs"], _payload()["params"]["center_vecs"])
+    np.testing.assert_array_equal(
+        back["params"]["center_vecs"], _payload()["params"]["center_vecs"]
+    )
     path.write_bytes(MAGIC_V1 + hashlib.sha256(body).digest() + body[:-3])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(path)

@@ -293,7 +293,9 @@ def test_blockwise_uniform_init_keeps_its_temporaries_to_a_block(monkeypatch):
     ).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
     assert temp < table.nbytes // 16, temp
-    whole = jax.jit(
-        lambda k: jax.random.uniform(k, (rows, dim), jnp.float32, -0.5 / dim, 0.5 / dim)
-    ).lower(jax.random.key(0)).compile()
+    whole = (
+        jax.jit(lambda k: jax.random.uniform(k, (rows, dim), jnp.float32, -0.5 / dim, 0.5 / dim))
+        .lower(jax.random.key(0))
+        .compile()
+    )
     assert whole.memory_analysis().temp_size_in_bytes > table.nbytes  # what the blocks avoid
