@@ -363,3 +363,31 @@ def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap):
             np.asarray(a)[: np.shape(b)[0]] if np.ndim(b) else a, b, rtol=1e-5, atol=1e-6
         )
     assert int(sharded.step) == int(state.step) == 2
+
+
+@pytest.mark.parametrize("loss", ["ns", "hs"])
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_state_built_shard_by_shard_equals_the_sharded_one_device_state(loss, n):
+    """sharding.init_state makes each device's rows alone; the tables are those of the
+    one-device initialisation, split (padding rows zero), for plain SGD and Adagrad."""
+    mesh = sharding.make_mesh(_devices(n))
+    objective, vocab, dim = _objective(loss), 1003, 16  # 1003 rows: padded on 2, 3 and 4 devices
+    key = jax.random.split(jax.random.key(3))[0]
+    for tx in (optim.make_optimizer("sgd", 0.025), optim.make_optimizer("adagrad", 0.1)):
+        want = sharding.shard_state(
+            step_lib.init_state(step_lib.init_params(objective, vocab, dim, key), tx), mesh
+        )
+        got = sharding.init_state(objective, vocab, dim, key, tx, mesh)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for name, table in got.params.items():
+            assert table.sharding.is_equivalent_to(want.params[name].sharding, 2), name
+            assert len({s.data.shape for s in table.addressable_shards}) == 1  # 1/n each
+            np.testing.assert_array_equal(np.asarray(table), np.asarray(want.params[name]))
+        rows = {name: int(objective.table_rows(vocab)) for name in got.params}
+        rows["center_vecs"] = vocab
+        for leaf_got, leaf_want in zip(
+            jax.tree.leaves(sharding.unpad_state(sharding.unshard_state(got), rows, vocab)),
+            jax.tree.leaves(sharding.unpad_state(sharding.unshard_state(want), rows, vocab)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(np.asarray(leaf_got), np.asarray(leaf_want))

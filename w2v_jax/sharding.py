@@ -203,6 +203,61 @@ def state_specs(state: step_lib.TrainState, axis_name: str = AXIS) -> step_lib.T
     )
 
 
+def init_state(
+    objective: Objective,
+    vocab_size: int,
+    dim: int,
+    key: jax.Array,
+    tx: Any,
+    mesh: Mesh,
+    *,
+    axis_name: str = AXIS,
+) -> step_lib.TrainState:
+    """A fresh run's state built shard by shard: each device (each host, in a multi-host run)
+    makes only its own rows, so no device or host ever holds a whole table.
+
+    The tables equal ``shard_state(step.init_state(step.init_params(...), tx), mesh)`` bit for
+    bit (:func:`w2v_jax.step.uniform_rows`); optimizer state is ``tx.init`` of the sharded
+    tables (its padding rows are never read).
+    """
+    n = mesh.shape[axis_name]
+    rows = {"center_vecs": vocab_size, objective.table: objective.table_rows(vocab_size)}
+    lim = 0.5 / dim
+
+    def table(name: str) -> jax.Array:
+        real, total = rows[name], padded_rows(rows[name], n)
+
+        def block(index) -> np.ndarray:
+            lo, hi, _ = index[0].indices(total)
+            out = np.zeros((hi - lo, dim), np.float32)
+            top = min(hi, real)
+            if name == "center_vecs" and top > lo:  # the objective's table starts at zero
+                out[: top - lo] = np.asarray(
+                    step_lib.uniform_rows(key, real, dim, -lim, lim, lo, top)
+                )
+            return out
+
+        return jax.make_array_from_callback((total, dim), table_sharding(mesh, axis_name), block)
+
+    def place(x: Any, spec: P) -> jax.Array:
+        """``x`` with sharding ``spec``: kept if it has it, else put there from the host (the
+        scalars ``tx.init`` makes; leaves shaped like a table come out split like it)."""
+        target = NamedSharding(mesh, spec)
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
+    params = {name: table(name) for name in rows}
+    state = step_lib.TrainState(
+        params=params,
+        opt_state={name: tx.init(t) for name, t in params.items()},
+        step=np.zeros((), np.int32),
+        scratch=np.zeros((padded_rows(vocab_size, n),), np.float32),  # one float per row
+    )
+    return jax.tree.map(place, state, state_specs(state, axis_name))
+
+
 def shard_state(state: step_lib.TrainState, mesh: Mesh, *, axis_name: str = AXIS):
     """A one-device (or host) state -> the same state split by vocabulary rows over ``mesh``.
 
@@ -212,33 +267,23 @@ def shard_state(state: step_lib.TrainState, mesh: Mesh, *, axis_name: str = AXIS
     """
     n = mesh.shape[axis_name]
 
-    def pad(x):
+    def put(x: Any, spec: P) -> jax.Array:
         x = np.asarray(x)
-        if x.ndim == 0:
-            return x
-        rows = padded_rows(x.shape[0], n)
-        return np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
-
-    host = jax.device_get(state)
-    specs = state_specs(state, axis_name)
-    padded = step_lib.TrainState(
-        params={k: pad(v) for k, v in host.params.items()},
-        opt_state={
-            name: jax.tree.map(
-                lambda x, t=host.params[name]: pad(x) if np.shape(x) == np.shape(t) else x, sub
-            )
-            for name, sub in host.opt_state.items()
-        },
-        step=np.asarray(host.step),
-        scratch=pad(host.scratch),
-    )
-
-    def put(x, spec):
         sharding = NamedSharding(mesh, spec)
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+        if spec == P():  # replicated
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+        real, total = x.shape[0], padded_rows(x.shape[0], n)
 
-    return jax.tree.map(put, padded, specs)
+        def block(index) -> np.ndarray:  # rows lo..hi of x padded with zero rows, never whole
+            lo, hi, _ = index[0].indices(total)
+            if hi <= real:
+                return x[lo:hi]
+            zeros = np.zeros((hi - max(lo, real), *x.shape[1:]), x.dtype)
+            return np.concatenate([x[lo:real], zeros]) if lo < real else zeros
+
+        return jax.make_array_from_callback((total, *x.shape[1:]), sharding, block)
+
+    return jax.tree.map(put, jax.device_get(state), state_specs(state, axis_name))
 
 
 def needs_sync(mesh: Mesh) -> bool:

@@ -94,24 +94,40 @@ def uniform_table(key: jax.Array, rows: int, dim: int, minval: float, maxval: fl
     Returns:
       [rows, dim] float32.
     """
+    return uniform_rows(key, rows, dim, minval, maxval, 0, rows)
+
+
+def uniform_rows(
+    key: jax.Array, rows: int, dim: int, minval: float, maxval: float, lo: int, hi: int
+) -> jax.Array:
+    """Rows ``lo .. hi`` of :func:`uniform_table` (``rows`` x ``dim``), built without the rest:
+    how each device of a mesh initialises its own shard of a table.
+
+    Returns:
+      [hi - lo, dim] float32.
+    """
+    n = hi - lo
     impl = str(jax.random.key_impl(key))
-    block_rows = max(1, min(rows, _INIT_BLOCK // max(dim, 1)))
-    if "threefry" not in impl or not jax.config.jax_threefry_partitionable or block_rows == rows:
-        return jax.random.uniform(key, (rows, dim), jnp.float32, minval, maxval)
+    block_rows = max(1, min(n, _INIT_BLOCK // max(dim, 1)))
+    whole = "threefry" not in impl or not jax.config.jax_threefry_partitionable
+    if whole or (block_rows == n == rows):
+        table = jax.random.uniform(key, (rows, dim), jnp.float32, minval, maxval)
+        return table if n == rows else table[lo:hi]
     k1, k2 = jax.random.key_data(key)
-    table = jnp.empty((rows, dim), jnp.float32)
-    for start in range(0, rows, block_rows):
-        start = min(start, rows - block_rows)  # the last block overlaps: it rewrites equal values
-        base = start * dim
-        table = _uniform_block(
-            table, k1, k2, start, base >> 32, base & 0xFFFFFFFF, block_rows, minval, maxval
+    out = jnp.empty((n, dim), jnp.float32)
+    for start in range(0, n, block_rows):
+        start = min(start, n - block_rows)  # the last block overlaps: it rewrites equal values
+        base = (lo + start) * dim
+        out = _uniform_block(
+            out, k1, k2, start, base >> 32, base & 0xFFFFFFFF, block_rows, minval, maxval
         )
-    return table
+    return out
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8), donate_argnums=0)
 def _uniform_block(table, k1, k2, start, base_hi, base_lo, block_rows, minval, maxval):
-    """Rows ``start .. start + block_rows`` of :func:`uniform_table`, written into ``table``."""
+    """``block_rows`` rows of the uniform table, from flat index ``base`` (as 2 x 32 bits) on,
+    written into ``table`` at row ``start``."""
     from jax.extend.random import threefry2x32_p
 
     dim = table.shape[1]

@@ -89,8 +89,10 @@ class TrainResult:
         sharing the tables' memory (the run is over: they no longer change)."""
         from w2v_jax.vectors import from_tables
 
-        words, center, outside = self.vocab.words, self.params["center_vecs"], self.params.get(
-            "outside_vecs"
+        words, center, outside = (
+            self.vocab.words,
+            self.params["center_vecs"],
+            self.params.get("outside_vecs"),
         )
         return from_tables(words, center, outside, which, copy=False)
 
@@ -544,8 +546,13 @@ def train(
 
     # Restore (or start).
     init_key, step_key = jax.random.split(jax.random.key(cfg.train.seed))
-    params = step_lib.init_params(objective, len(vocab.words), cfg.model.dim, init_key)
-    state = step_lib.init_state(params, tx)
+    vocab_size = len(vocab.words)
+    table_rows = {"center_vecs": vocab_size, objective.table: objective.table_rows(vocab_size)}
+    if mesh is not None and ckpt is None:  # each device makes its own rows, nobody the whole
+        state = sharding.init_state(objective, vocab_size, cfg.model.dim, init_key, tx, mesh)
+    else:
+        params = step_lib.init_params(objective, vocab_size, cfg.model.dim, init_key)
+        state = step_lib.init_state(params, tx)
     start = batches_lib.Position(0, 0, 0)
     words_done = 0
     tally = LossTally(epoch=0)
@@ -555,8 +562,7 @@ def train(
         words_done = int(ckpt["words_done"])
         tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=start.epoch)
     tally.epoch = start.epoch
-    table_rows = {name: int(table.shape[0]) for name, table in state.params.items()}
-    if mesh is not None:
+    if mesh is not None and ckpt is not None:
         state = sharding.shard_state(state, mesh)
     sync = mesh is not None and sharding.needs_sync(mesh)
 
