@@ -13,8 +13,8 @@ tables, and its replicated scalars) and ``step``, row-sharded with
 
   (a) trainer: what ``trainer.train`` does today. Save = ``sharding.unshard_state`` +
       ``unpad_state`` (gather to host numpy) + :func:`w2v_jax.checkpoint.save_checkpoint` of the
-      same ``params``/``opt_state``/``step`` dict as ``trainer._checkpoint_payload`` (msgpack,
-      sha256, temp file, fsync, rename). Restore = :func:`~w2v_jax.checkpoint.load_checkpoint` +
+      same ``params``/``opt_state``/``step`` dict as ``trainer._checkpoint_payload`` (a msgpack
+      head, the arrays' bytes written from their own memory, sha256, temp file, fsync, rename). Restore = :func:`~w2v_jax.checkpoint.load_checkpoint` +
       the steps of ``trainer._restore`` (tables onto the default device, ``from_state_dict``) +
       ``shard_state`` onto the mesh. The real payload also holds the vocabulary, config and data
       position; they are left out here, as in (b) and (c).
