@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
@@ -355,18 +354,25 @@ def _vocab_of(ckpt: dict) -> Vocab:
     )
 
 
-def _restore(state: step_lib.TrainState, ckpt: dict, path: Path) -> step_lib.TrainState:
-    params = {k: jnp.asarray(np.asarray(a)) for k, a in ckpt["params"].items()}
+def _restore(
+    template: step_lib.TrainState, ckpt: dict, path: Path, *, on_host: bool = False
+) -> step_lib.TrainState:
+    """The checkpoint's state in the structure of ``template`` (abstract leaves suffice), on the
+    default device, or as host arrays (``on_host``, for :func:`sharding.shard_state` to split
+    without a whole-table copy on one device)."""
+    put = np.asarray if on_host else jax.device_put
+    params = {k: put(np.asarray(a)) for k, a in ckpt["params"].items()}
     try:
-        opt_state = serialization.from_state_dict(state.opt_state, ckpt["opt_state"])
+        opt_state = serialization.from_state_dict(template.opt_state, ckpt["opt_state"])
     except (ValueError, KeyError, TypeError) as e:  # a tx= whose state has another layout
         raise CheckpointError(
             f"checkpoint {path} holds the state of another optimizer than this run's ({e})"
         ) from None
-    return state.replace(
+    return step_lib.TrainState(
         params=params,
-        opt_state=jax.device_put(opt_state),
-        step=jnp.asarray(ckpt["step"], jnp.int32),
+        opt_state=jax.tree.map(put, opt_state),
+        step=put(np.asarray(ckpt["step"], np.int32)),
+        scratch=put(np.zeros(template.scratch.shape, np.float32)),
     )
 
 
@@ -548,22 +554,27 @@ def train(
     init_key, step_key = jax.random.split(jax.random.key(cfg.train.seed))
     vocab_size = len(vocab.words)
     table_rows = {"center_vecs": vocab_size, objective.table: objective.table_rows(vocab_size)}
-    if mesh is not None and ckpt is None:  # each device makes its own rows, nobody the whole
-        state = sharding.init_state(objective, vocab_size, cfg.model.dim, init_key, tx, mesh)
-    else:
+
+    def fresh_state() -> step_lib.TrainState:
         params = step_lib.init_params(objective, vocab_size, cfg.model.dim, init_key)
-        state = step_lib.init_state(params, tx)
+        return step_lib.init_state(params, tx)
+
     start = batches_lib.Position(0, 0, 0)
     words_done = 0
     tally = LossTally(epoch=0)
-    if ckpt is not None:
-        state = _restore(state, ckpt, ckpt_path)
+    if ckpt is not None:  # the structure of a fresh state, the checkpoint's values
+        state = _restore(jax.eval_shape(fresh_state), ckpt, ckpt_path, on_host=mesh is not None)
         start = batches_lib.Position(*(int(x) for x in ckpt["position"]))
         words_done = int(ckpt["words_done"])
         tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=start.epoch)
+        if mesh is not None:
+            state = sharding.shard_state(state, mesh)
+        ckpt["params"] = ckpt["opt_state"] = None  # the host copies: not held through the run
+    elif mesh is not None:  # each device makes its own rows, nobody the whole
+        state = sharding.init_state(objective, vocab_size, cfg.model.dim, init_key, tx, mesh)
+    else:
+        state = fresh_state()
     tally.epoch = start.epoch
-    if mesh is not None and ckpt is not None:
-        state = sharding.shard_state(state, mesh)
     sync = mesh is not None and sharding.needs_sync(mesh)
 
     def host_state() -> step_lib.TrainState:
