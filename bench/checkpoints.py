@@ -14,10 +14,11 @@ tables, and its replicated scalars) and ``step``, row-sharded with
   (a) trainer: what ``trainer.train`` does today. Save = ``sharding.unshard_state`` +
       ``unpad_state`` (gather to host numpy) + :func:`w2v_jax.checkpoint.save_checkpoint` of the
       same ``params``/``opt_state``/``step`` dict as ``trainer._checkpoint_payload`` (a msgpack
-      head, the arrays' bytes written from their own memory, sha256, temp file, fsync, rename). Restore = :func:`~w2v_jax.checkpoint.load_checkpoint` +
-      the steps of ``trainer._restore`` (tables onto the default device, ``from_state_dict``) +
-      ``shard_state`` onto the mesh. The real payload also holds the vocabulary, config and data
-      position; they are left out here, as in (b) and (c).
+      head, the arrays' bytes written from their own memory, sha256, temp file, fsync, rename).
+      Restore = :func:`~w2v_jax.checkpoint.load_checkpoint` + the steps of ``trainer._restore``
+      (tables onto the default device, ``from_state_dict``) + ``shard_state`` onto the mesh.
+      The real payload also holds the vocabulary, config and data position; they are left out
+      here, as in (b) and (c).
   (b) npy-shards: :func:`w2v_jax.sharding.save_sharded` / :func:`~w2v_jax.sharding.restore_sharded`
       (one ``.npy`` per shard, memory-mapped restore of the rows each device owns). They take a
       dict of tables only, so each [V, D] optimizer leaf goes in as one more table and the
