@@ -94,12 +94,37 @@ def batch_sharding(mesh: Mesh, axis_name: str = AXIS) -> NamedSharding:
     return NamedSharding(mesh, P(axis_name))
 
 
+def _padded_array(
+    total: int,
+    real: int,
+    tail: tuple[int, ...],
+    dtype: Any,
+    rows_of: Callable[[int, int], Any],
+    sharding: NamedSharding,
+) -> jax.Array:
+    """A global ``[total, *tail]`` array split by rows: rows ``lo .. hi`` below ``real`` are
+    ``rows_of(lo, hi)``, the padding rows after them zero. Each shard is made alone (the callback
+    of ``jax.make_array_from_callback``), so no process holds the whole array."""
+
+    def block(index) -> np.ndarray:
+        lo, hi, _ = index[0].indices(total)
+        top = min(hi, real)
+        if top == hi:  # no padding in this shard
+            return np.asarray(rows_of(lo, hi), dtype)
+        out = np.zeros((hi - lo, *tail), dtype)
+        if top > lo:
+            out[: top - lo] = rows_of(lo, top)
+        return out
+
+    return jax.make_array_from_callback((total, *tail), sharding, block)
+
+
 def shard_params(params: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS) -> Params:
     """Host (or single-device) tables -> row-sharded global arrays, zero-padded to ``Vp`` rows.
 
     Padding rows are never addressed by an id (ids are ``< V``), so they stay zero. In a
     multi-process run every process passes the same host tables and keeps only its own rows
-    (``jax.make_array_from_callback``); at very large V initialise each shard in place instead.
+    (``jax.make_array_from_callback``); :func:`init_state` makes a fresh run's shards in place.
     """
     n = mesh.shape[axis_name]
     sharding = table_sharding(mesh, axis_name)
@@ -107,17 +132,11 @@ def shard_params(params: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS
     for name, table in params.items():
         host = np.asarray(table)
         rows, dim = host.shape
-        shape = (padded_rows(rows, n), dim)
 
-        def shard(index, host=host, rows=rows, shape=shape, dim=dim):
-            start, stop, _ = index[0].indices(shape[0])
-            block = np.zeros((stop - start, dim), host.dtype)
-            hi = min(stop, rows)
-            if hi > start:
-                block[: hi - start] = host[start:hi]
-            return block
+        def rows_of(lo: int, hi: int, host=host) -> np.ndarray:
+            return host[lo:hi]
 
-        out[name] = jax.make_array_from_callback(shape, sharding, shard)
+        out[name] = _padded_array(padded_rows(rows, n), rows, (dim,), host.dtype, rows_of, sharding)
     return out
 
 
@@ -225,19 +244,15 @@ def init_state(
     lim = 0.5 / dim
 
     def table(name: str) -> jax.Array:
-        real, total = rows[name], padded_rows(rows[name], n)
+        real = rows[name]
 
-        def block(index) -> np.ndarray:
-            lo, hi, _ = index[0].indices(total)
-            out = np.zeros((hi - lo, dim), np.float32)
-            top = min(hi, real)
-            if name == "center_vecs" and top > lo:  # the objective's table starts at zero
-                out[: top - lo] = np.asarray(
-                    step_lib.uniform_rows(key, real, dim, -lim, lim, lo, top)
-                )
-            return out
+        def rows_of(lo: int, hi: int):
+            if name == "center_vecs":
+                return step_lib.uniform_rows(key, real, dim, -lim, lim, lo, hi)
+            return np.zeros((hi - lo, dim), np.float32)  # the objective's table starts at zero
 
-        return jax.make_array_from_callback((total, dim), table_sharding(mesh, axis_name), block)
+        sharding = table_sharding(mesh, axis_name)
+        return _padded_array(padded_rows(real, n), real, (dim,), np.float32, rows_of, sharding)
 
     def place(x: Any, spec: P) -> jax.Array:
         """``x`` with sharding ``spec``: kept if it has it, else put there from the host (the
@@ -272,16 +287,12 @@ def shard_state(state: step_lib.TrainState, mesh: Mesh, *, axis_name: str = AXIS
         sharding = NamedSharding(mesh, spec)
         if spec == P():  # replicated
             return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-        real, total = x.shape[0], padded_rows(x.shape[0], n)
+        real = x.shape[0]
 
-        def block(index) -> np.ndarray:  # rows lo..hi of x padded with zero rows, never whole
-            lo, hi, _ = index[0].indices(total)
-            if hi <= real:
-                return x[lo:hi]
-            zeros = np.zeros((hi - max(lo, real), *x.shape[1:]), x.dtype)
-            return np.concatenate([x[lo:real], zeros]) if lo < real else zeros
+        def rows_of(lo: int, hi: int) -> np.ndarray:
+            return x[lo:hi]
 
-        return jax.make_array_from_callback((total, *x.shape[1:]), sharding, block)
+        return _padded_array(padded_rows(real, n), real, x.shape[1:], x.dtype, rows_of, sharding)
 
     return jax.tree.map(put, jax.device_get(state), state_specs(state, axis_name))
 
@@ -613,10 +624,8 @@ def restore_sharded(
         for fname in info["files"]:
             lo, hi = (int(x) for x in fname[len(name) + 1 : -len(".npy")].split("-"))
             pieces.append((lo, hi, path / fname))
-        shape = (padded_rows(rows, n), dim)
 
-        def shard(index, pieces=pieces, dtype=dtype, dim=dim, shape=shape):
-            start, stop, _ = index[0].indices(shape[0])
+        def rows_of(start, stop, pieces=pieces, dtype=dtype, dim=dim):
             block = np.zeros((stop - start, dim), dtype)
             for lo, hi, file in pieces:
                 a, b = max(lo, start), min(hi, stop)
@@ -624,7 +633,7 @@ def restore_sharded(
                     block[a - start : b - start] = np.load(file, mmap_mode="r")[a - lo : b - lo]
             return block
 
-        params[name] = jax.make_array_from_callback(shape, sharding, shard)
+        params[name] = _padded_array(padded_rows(rows, n), rows, (dim,), dtype, rows_of, sharding)
     return params, meta
 
 

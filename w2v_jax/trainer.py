@@ -88,12 +88,8 @@ class TrainResult:
         sharing the tables' memory (the run is over: they no longer change)."""
         from w2v_jax.vectors import from_tables
 
-        words, center, outside = (
-            self.vocab.words,
-            self.params["center_vecs"],
-            self.params.get("outside_vecs"),
-        )
-        return from_tables(words, center, outside, which, copy=False)
+        center, outside = self.params["center_vecs"], self.params.get("outside_vecs")
+        return from_tables(self.vocab.words, center, outside, which, copy=False)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
