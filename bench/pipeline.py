@@ -9,6 +9,12 @@ delivers when other processes compete for the machine; with ``--prefetch`` it su
     python bench/pipeline.py --corpus lee --min-count 1
     python bench/pipeline.py --model cbow
 
+One host's share of a multi-host run (``--slices 1,2,4``: for each count S, one epoch of what
+the process reading slice 0 of S builds, ``iterate_slices(read=range(1))``; seconds per epoch,
+median, and the ratio to S = 1, interleaved)::
+
+    python bench/pipeline.py --slices 1,2,4
+
 Negative samplers (draws/s of ``sample_negatives`` for shape [4096, 5], jitted, CPU, median)::
 
     python bench/pipeline.py --negatives
@@ -85,6 +91,42 @@ def bench_pipeline(args: argparse.Namespace) -> None:
     )
 
 
+def bench_slices(args: argparse.Namespace) -> None:
+    from w2v_jax.batches import iterate_slices
+    from w2v_jax.config import DataConfig
+    from w2v_jax.corpus import prepare_corpus, resolve_corpus
+
+    cfg = dataclasses.replace(
+        DataConfig(), min_count=args.min_count, window=args.window, chunk_tokens=args.chunk_tokens
+    )
+    source = resolve_corpus(args.corpus)
+    vocab, corpus = prepare_corpus(source, cfg)
+    counts = [int(x) for x in args.slices.split(",")]
+    print(
+        f"corpus={source.name} tokens={corpus.num_tokens} V={len(vocab)} model={args.model} "
+        f"B={args.batch_size}; one epoch of the process reading slice 0 of S, median of "
+        f"{args.repeats}, {os.cpu_count()} cpus"
+    )
+    times: dict[int, list[float]] = {s: [] for s in counts}
+    steps: dict[int, int] = {}
+    for r in range(args.repeats):
+        for s in counts:
+            it = iterate_slices(
+                corpus, vocab, cfg, batch_size=args.batch_size, seed=r, model=args.model,
+                epochs=1, slices=s, read=range(1),
+            )  # fmt: skip
+            t = time.perf_counter()
+            steps[s] = sum(1 for _ in it)
+            times[s].append(time.perf_counter() - t)
+    base = statistics.median(times[counts[0]])
+    for s in counts:
+        med = statistics.median(times[s])
+        print(
+            f"  S={s}: {med:.3f} s per epoch ({steps[s]} steps of {args.batch_size // s} rows), "
+            f"{base / med:.2f}x the S={counts[0]} stream"
+        )
+
+
 def bench_negatives(args: argparse.Namespace) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
@@ -138,12 +180,15 @@ def main() -> None:
     p.add_argument("--chunk-tokens", type=int, default=1 << 20)
     p.add_argument("--prefetch", type=int, default=0, help="background thread, queue size (0: off)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--slices", help="comma-separated slice counts: one host's share of each")
     p.add_argument("--negatives", action="store_true", help="benchmark the negative samplers")
     p.add_argument("--calls", type=int, default=100, help="jitted calls per repeat (--negatives)")
     p.add_argument("--prng", default="threefry2x32", help="jax PRNG impl (--negatives)")
     args = p.parse_args()
     if args.negatives:
         bench_negatives(args)
+    elif args.slices:
+        bench_slices(args)
     else:
         bench_pipeline(args)
 

@@ -1,6 +1,7 @@
 """Tests `../w2v_jax/batches.py`: windows, subsampling, shuffling, padding, resume, prefetch."""
 
 import dataclasses
+import itertools
 import threading
 
 import numpy as np
@@ -15,8 +16,10 @@ from w2v_jax.batches import (
     SkipGramBatch,
     cbow_windows,
     iterate_batches,
+    iterate_slices,
     prefetch,
     skipgram_pairs,
+    slice_bounds,
 )
 from w2v_jax.config import DataConfig
 from w2v_jax.corpus import encode_sentences
@@ -234,6 +237,115 @@ def test_resumed_iterator_continues_exactly(model):
         got = np.concatenate([np.ravel(getattr(b, f)) for b in rest for f in b._fields])
         want = np.concatenate([np.ravel(getattr(b, f)) for b in full[cut:] for f in b._fields])
         np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- corpus slices
+
+
+def fields_of(batches):
+    return [np.concatenate([np.ravel(getattr(b, f)) for b in batches]) for f in batches[0]._fields]
+
+
+@pytest.mark.parametrize("model", ["sg", "cbow"])
+def test_one_slice_is_the_plain_stream(model):
+    corpus, vocab = unique_word_corpus([23, 5, 41, 17, 2, 60] * 6)
+    data = cfg(window=3, sample=1e-2, chunk_tokens=150)
+    kw = dict(batch_size=50, seed=11, model=model, epochs=2)
+    plain, infos = collect(iterate_batches(corpus, vocab, data, **kw))
+    sliced, steps = collect(iterate_slices(corpus, vocab, data, slices=1, **kw))
+    for got, want in zip(fields_of(sliced), fields_of(plain), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [s.positions[0] for s in steps] == [i.position for i in infos]
+    assert [s.words_done[0] for s in steps] == [i.words_done for i in infos]
+    assert all(s.real for s in steps)
+
+
+def test_slice_bounds_cut_whole_sentences_into_about_equal_tokens():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 30, size=200)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for n in (1, 2, 3, 7):
+        cuts = slice_bounds(starts, n)
+        assert cuts[0] == 0 and cuts[-1] == len(lengths) and np.all(np.diff(cuts) >= 0)
+        tokens = np.diff(starts[cuts])
+        assert tokens.sum() == starts[-1]
+        assert np.all(np.abs(tokens - starts[-1] / n) <= lengths.max())
+    # one sentence longer than a slice's share leaves a slice empty, not an error
+    np.testing.assert_array_equal(slice_bounds(np.array([0, 100, 101]), 3), [0, 1, 1, 2])
+
+
+@pytest.mark.parametrize("slices", [2, 3])
+def test_sliced_stream_gives_every_pair_once_per_epoch_and_rows_by_slice(slices):
+    # No subsampling and a fixed window: an epoch's skip-gram pairs are a fixed multiset,
+    # whatever the slicing (pairs never cross a sentence, and slices cut between sentences).
+    corpus, vocab = unique_word_corpus([23, 5, 41, 17, 2, 60] * 6)
+    data = cfg(window=2, dynamic_window=False, sample=0.0, chunk_tokens=100)
+    kw = dict(batch_size=12 * slices, seed=4, model="sg", epochs=1)
+    one, _ = collect(iterate_batches(corpus, vocab, data, **kw))
+    many, steps = collect(iterate_slices(corpus, vocab, data, slices=slices, **kw))
+
+    def pairs(batches):
+        c, o = valid_pairs(batches)
+        return sorted(zip(c.tolist(), o.tolist(), strict=True))
+
+    assert pairs(many) == pairs(one)
+    # rows [s*B/S, (s+1)*B/S) of every step come from slice s's sentences only
+    cuts = corpus.sentence_starts[slice_bounds(corpus.sentence_starts, slices)]
+    sub = kw["batch_size"] // slices
+    for b in many:
+        for s in range(slices):
+            rows = slice(s * sub, (s + 1) * sub)
+            centers = b.center[rows][b.mask[rows] > 0]
+            assert np.all((cuts[s] <= centers) & (centers < cuts[s + 1]))  # id = position
+    # each slice's words add up to the corpus's, and the progress never goes back
+    total = [sum(s.words_done) for s in steps]
+    assert total == sorted(total) and total[-1] == corpus.raw_words
+
+
+def test_each_reader_of_some_slices_gets_its_rows_of_the_whole_stream():
+    corpus, vocab = unique_word_corpus([23, 5, 41, 17, 2, 60] * 6)
+    data = cfg(window=3, sample=1e-2, chunk_tokens=100)
+    kw = dict(batch_size=40, seed=9, model="cbow", epochs=2, slices=4)
+    whole, steps = collect(iterate_slices(corpus, vocab, data, **kw))
+    n = len(whole)
+    # pad_forever: a reader done early gives padding steps, for as long as it is asked
+    halves = [
+        collect(
+            itertools.islice(
+                iterate_slices(corpus, vocab, data, read=r, pad_forever=True, **kw), n + 3
+            )
+        )
+        for r in (range(0, 2), range(2, 4))
+    ]
+    for k in range(n):
+        joined = [np.concatenate([h[0][k][i] for h in halves]) for i in range(4)]
+        for got, want in zip(joined, whole[k], strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert halves[0][1][k].positions + halves[1][1][k].positions == steps[k].positions
+        assert halves[0][1][k].real or halves[1][1][k].real
+    for batches, infos in halves:
+        assert not any(i.real for i in infos[n:]) and not any(b.mask.any() for b in batches[n:])
+
+
+def test_sliced_stream_resumes_exactly():
+    corpus, vocab = unique_word_corpus([23, 5, 41, 17, 2, 60] * 6)
+    data = cfg(window=3, sample=1e-2, chunk_tokens=150)
+    kw = dict(batch_size=48, seed=2, model="sg", epochs=3, slices=3)
+    full, steps = collect(iterate_slices(corpus, vocab, data, **kw))
+    for cut in (1, len(full) // 2, len(full) - 1):
+        rest, rest_steps = collect(
+            iterate_slices(corpus, vocab, data, start=steps[cut - 1].positions, **kw)
+        )
+        assert rest_steps == steps[cut:]
+        for got, want in zip(fields_of(rest), fields_of(full[cut:]), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_slices_must_divide_the_batch():
+    corpus, vocab = unique_word_corpus([10, 10])
+    with pytest.raises(ValueError, match="--batch-size 10 must be a multiple of --corpus-slices 3"):
+        next(iterate_slices(corpus, vocab, cfg(), batch_size=10, seed=0, model="sg", epochs=1,
+                            slices=3))  # fmt: skip
 
 
 @pytest.mark.parametrize(

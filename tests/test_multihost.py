@@ -9,6 +9,7 @@ processes are killed after ``TIMEOUT_S`` so the test can never hang CI.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -202,9 +203,11 @@ def _finish(procs, limit=TIMEOUT_S):
 
 
 def test_two_processes_train_what_one_process_on_two_devices_does(tmp_path):
+    # Each process reads its own half of the corpus (one slice per process, the default); one
+    # process reading both slices with --corpus-slices 2 trains the same run.
     corpus = _topic_corpus(tmp_path / "c.txt")
     ref = subprocess.run(
-        _train_args(corpus, tmp_path / "ref", "--devices", "2"),
+        _train_args(corpus, tmp_path / "ref", "--devices", "2", "--corpus-slices", "2"),
         env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT,
     )  # fmt: skip
     assert ref.returncode == 0, ref.stderr
@@ -217,6 +220,8 @@ def test_two_processes_train_what_one_process_on_two_devices_does(tmp_path):
     assert "wrote" in results[0][1] and "wrote" not in results[1][1]  # process 0 alone writes
     got = (tmp_path / "mh" / "vectors.txt").read_text()
     assert got == (tmp_path / "ref" / "vectors.txt").read_text()
+    saved = json.loads((tmp_path / "mh" / "config.json").read_text())
+    assert saved["train"]["corpus_slices"] == 2
     # and the vectors load in gensim
     from gensim.models import KeyedVectors
 

@@ -102,6 +102,25 @@ def test_resume_is_bit_identical(topic_corpus, tmp_path, optimizer):
         np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
 
 
+def test_a_sliced_run_resumes_bit_identical_and_keeps_its_slices(topic_corpus, tmp_path):
+    # corpus_slices changes the batch stream (a multi-host run's, reproduced on one device).
+    cfg = _cfg(epochs=2, batch_size=126, steps_per_call=2, deterministic=True, corpus_slices=3)
+    full = train(str(topic_corpus), cfg, progress=False)
+    assert full.config.train.corpus_slices == 3 and len(full.epoch_loss) == 2
+    plain = train(str(topic_corpus), override(cfg, corpus_slices=None), progress=False)
+    assert plain.config.train.corpus_slices == 1
+    assert not np.array_equal(plain.params["center_vecs"], full.params["center_vecs"])
+    train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=6)
+    with pytest.raises(ValueError, match="--corpus-slices: checkpoint 3, now 2"):
+        train(str(topic_corpus), override(cfg, corpus_slices=2), out=tmp_path, resume=True)
+    # not given: the checkpoint's count
+    unset = override(cfg, corpus_slices=None)
+    resumed = train(str(topic_corpus), unset, out=tmp_path, resume=True, progress=False)
+    assert resumed.config.train.corpus_slices == 3
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
+
+
 def test_resume_refuses_a_different_run(topic_corpus, tmp_path):
     cfg = _cfg(epochs=1)
     train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=2)

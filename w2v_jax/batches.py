@@ -61,11 +61,14 @@ __all__ = [
     "Position",
     "SkipGramBatch",
     "START",
+    "SliceStep",
     "cbow_windows",
     "chunk_bounds",
     "iterate_batches",
+    "iterate_slices",
     "prefetch",
     "skipgram_pairs",
+    "slice_bounds",
 ]
 
 MODELS = ("sg", "cbow")
@@ -418,45 +421,206 @@ def iterate_batches(
       start: resume point (``BatchInfo.position`` of the last batch consumed).
     """
     _check(cfg, batch_size, seed, model, epochs)
-    start = Position(*start)
-    bounds = chunk_bounds(corpus.sentence_starts, cfg.chunk_tokens)
-    n_chunks = bounds.shape[0] - 1
-    if not (0 <= start.epoch <= epochs and 0 <= start.chunk <= n_chunks and start.batch >= 0):
-        raise ValueError(f"resume position {start} is outside {epochs} epochs x {n_chunks} chunks")
-    keep = None
-    if cfg.subsample_rule != "off" and cfg.sample > 0:
-        keep = keep_probs(vocab.counts, cfg.sample, cfg.subsample_rule).astype(np.float32)
-    bits = _id_bits(len(vocab))
-    raw_words = corpus.raw_words
-    raw_at = [corpus.raw_before(int(s)) for s in bounds]
-    total = max(1, epochs * raw_words)
-    for e in range(start.epoch, epochs):
-        for c in range(start.chunk if e == start.epoch else 0, n_chunks):
-            rng = np.random.default_rng([seed, e, c])
-            nb, make = _chunk_batches(
-                corpus,
-                keep,
-                int(bounds[c]),
-                int(bounds[c + 1]),
-                cfg,
-                rng,
-                batch_size,
-                model,
-                bits,
-                len(vocab),
-            )
-            done_before = e * raw_words + raw_at[c]
-            raw_chunk = raw_at[c + 1] - raw_at[c]
-            first = start.batch if (e, c) == (start.epoch, start.chunk) else 0
-            for b in range(first, nb):
-                if b + 1 < nb:
-                    after = Position(e, c, b + 1)
-                elif c + 1 < n_chunks:
-                    after = Position(e, c + 1, 0)
-                else:
-                    after = Position(e + 1, 0, 0)
-                words_done = done_before + (raw_chunk * (b + 1)) // nb
-                yield make(b), BatchInfo(after, words_done, words_done / total)
+    plan = _Plan.make(corpus, vocab, cfg, slices=1, model=model)
+    total = max(1, epochs * corpus.raw_words)
+    for batch, after, words in plan.stream(0, Position(*start), batch_size, seed, epochs):
+        yield batch, BatchInfo(after, words, words / total)
+
+
+class SliceStep(NamedTuple):
+    """One step of :func:`iterate_slices`, per slice it read (in slice order): ``positions``,
+    where each resumes after this step, and ``words_done``, the raw tokens of that slice consumed
+    over all epochs so far. ``real``: some slice gave a batch (else the step is all padding)."""
+
+    positions: tuple[Position, ...]
+    words_done: tuple[int, ...]
+    real: bool
+
+
+def slice_bounds(sentence_starts: np.ndarray, slices: int) -> np.ndarray:
+    """Sentence indices [slices + 1] cutting the corpus into ``slices`` runs of whole sentences.
+
+    Slice ``s`` starts at the first sentence that starts at or after ``s * T // slices`` of the
+    corpus's ``T`` tokens (the last one takes any empty sentences at the end), so the slices hold
+    about equal tokens; a slice is empty where one sentence spans its whole share.
+    """
+    starts = np.asarray(sentence_starts)
+    total = int(starts[-1])
+    marks = np.searchsorted(starts, (np.arange(slices + 1) * total) // slices, side="left")
+    marks[0], marks[-1] = 0, starts.shape[0] - 1
+    return marks.astype(np.int64)
+
+
+def iterate_slices(
+    corpus: EncodedCorpus,
+    vocab: Vocab,
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    seed: int,
+    model: str,
+    epochs: int,
+    slices: int,
+    read: range | None = None,
+    start: tuple[Position, ...] | None = None,
+    pad_forever: bool = False,
+) -> Iterator[tuple[SkipGramBatch | CBOWBatch, SliceStep]]:
+    """The batch stream of a corpus read in ``slices`` slices at once (multi-host input).
+
+    The corpus is cut into ``slices`` runs of whole sentences of about equal tokens
+    (:func:`slice_bounds`); each slice is cut into chunks exactly as :func:`iterate_batches` cuts
+    a corpus, chunks numbered over the whole corpus (chunk c of epoch e still draws from
+    ``default_rng([seed, e, c])``). Each slice gives a stream of sub-batches of
+    ``batch_size // slices`` rows through all epochs on its own, and step k's batch is the k-th
+    sub-batch of every slice, in slice order: rows ``[s*B/S, (s+1)*B/S)`` come from slice s, so a
+    process whose devices hold those rows reads only slice s. A slice whose epochs are done gives
+    ``mask = 0`` padding until the others are done too. With ``slices=1`` this is the stream of
+    :func:`iterate_batches`, batch for batch.
+
+    Args:
+      batch_size: B, the whole step's rows over all slices (a multiple of ``slices``).
+      slices: S, the number of slices (a multi-host run uses one per process, see the trainer).
+      read: the slices this caller reads (default all); the batch holds their rows only.
+      start: one resume position per slice read (default: the start of every one).
+      pad_forever: keep yielding padding steps (``real=False``) once every slice read is done,
+        for a process whose peers still have batches; otherwise the stream ends there.
+    Yields:
+      ``(batch, SliceStep)``: a batch of ``len(read) * B // S`` rows.
+    """
+    _check(cfg, batch_size, seed, model, epochs)
+    if slices < 1 or batch_size % slices:
+        raise ValueError(
+            f"--batch-size {batch_size} must be a multiple of --corpus-slices {slices} "
+            "(each slice gives B / slices rows of every step)"
+        )
+    read = range(slices) if read is None else read
+    start = tuple(START for _ in read) if start is None else tuple(Position(*p) for p in start)
+    if len(start) != len(read):
+        raise ValueError(f"{len(start)} resume positions for {len(read)} slices")
+    plan = _Plan.make(corpus, vocab, cfg, slices=slices, model=model)
+    sub = batch_size // slices
+    positions = [plan.resume_point(s, p) for s, p in zip(read, start, strict=True)]
+    words = [plan.words_at(s, p) for s, p in zip(read, positions, strict=True)]
+    streams = [plan.stream(s, p, sub, seed, epochs) for s, p in zip(read, positions, strict=True)]
+    padding = None
+    while True:
+        parts, real = [], False
+        for i, it in enumerate(streams):
+            item = next(it, None) if it is not None else None
+            if item is None:
+                streams[i] = None
+                parts.append(None)
+                continue
+            batch, positions[i], words[i] = item
+            parts.append(batch)
+            real = True
+        if not real and not pad_forever:
+            return
+        if padding is None or real:
+            template = next((b for b in parts if b is not None), padding)
+            if template is None:  # nothing read yet: a zero batch of the right layout
+                template = plan.empty_batch(sub, cfg.window)
+            padding = type(template)(*(np.zeros_like(a) for a in template))
+        parts = [padding if b is None else b for b in parts]
+        batch = type(padding)(*(np.concatenate(fields) for fields in zip(*parts, strict=True)))
+        yield batch, SliceStep(tuple(positions), tuple(words), real)
+
+
+class _Plan(NamedTuple):
+    """The chunks of a corpus cut into slices, and what streaming them needs."""
+
+    corpus: EncodedCorpus
+    cfg: DataConfig
+    model: str
+    keep: np.ndarray | None
+    bits: int
+    vocab_size: int
+    chunks: np.ndarray  # [n_chunks, 2] sentence ranges, in corpus order
+    first: np.ndarray  # [S + 1]: slice s holds chunks [first[s], first[s + 1])
+    raw_at: np.ndarray  # [n_chunks + 1]: raw tokens before each chunk's first sentence
+    raw_span: np.ndarray  # [S]: raw tokens of each slice
+
+    @classmethod
+    def make(cls, corpus, vocab, cfg, *, slices, model) -> _Plan:
+        starts = np.asarray(corpus.sentence_starts)
+        cuts = slice_bounds(starts, slices)
+        ranges, first = [], [0]
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            if b > a:
+                bounds = chunk_bounds(starts[a : b + 1] - starts[a], cfg.chunk_tokens) + a
+                ranges.extend(zip(bounds[:-1], bounds[1:], strict=True))
+            first.append(len(ranges))
+        chunks = np.asarray(ranges, np.int64).reshape(-1, 2)
+        edges = [*(int(c[0]) for c in chunks), int(cuts[-1])]
+        raw_at = np.asarray([corpus.raw_before(e) for e in edges], np.int64)
+        slice_raw = [corpus.raw_before(int(c)) for c in cuts[:-1]] + [corpus.raw_words]
+        keep = None
+        if cfg.subsample_rule != "off" and cfg.sample > 0:
+            keep = keep_probs(vocab.counts, cfg.sample, cfg.subsample_rule).astype(np.float32)
+        return cls(
+            corpus=corpus,
+            cfg=cfg,
+            model=model,
+            keep=keep,
+            bits=_id_bits(len(vocab)),
+            vocab_size=len(vocab),
+            chunks=chunks,
+            first=np.asarray(first, np.int64),
+            raw_at=raw_at,
+            raw_span=np.diff(np.asarray(slice_raw, np.int64)),
+        )
+
+    def resume_point(self, s: int, p: Position) -> Position:
+        """``p`` checked against slice ``s``'s chunks (a fresh start moves to its first chunk)."""
+        lo, hi = int(self.first[s]), int(self.first[s + 1])
+        if p == START:
+            return Position(0, lo, 0)
+        if not (p.epoch >= 0 and lo <= p.chunk <= hi and p.batch >= 0):
+            raise ValueError(f"resume position {p} is outside the chunks [{lo}, {hi}] of slice {s}")
+        return p
+
+    def words_at(self, s: int, p: Position) -> int:
+        """Raw tokens of slice ``s`` consumed before position ``p`` (``p.batch`` ignored)."""
+        lo = int(self.first[s])
+        return p.epoch * int(self.raw_span[s]) + int(self.raw_at[p.chunk] - self.raw_at[lo])
+
+    def empty_batch(self, size: int, window: int):
+        z = np.zeros(size, np.int32)
+        if self.model == "sg":
+            return SkipGramBatch(center=z, context=z, mask=np.zeros(size, np.float32))
+        return CBOWBatch(
+            center=z,
+            context=np.zeros((size, 2 * window), np.int32),
+            context_mask=np.zeros((size, 2 * window), np.float32),
+            mask=np.zeros(size, np.float32),
+        )
+
+    def stream(self, s: int, start: Position, batch_size: int, seed: int, epochs: int):
+        """Slice ``s``'s ``(batch, position after it, words_done of the slice)`` from ``start``."""
+        lo, hi = int(self.first[s]), int(self.first[s + 1])
+        start = self.resume_point(s, start)
+        if start.epoch > epochs:
+            raise ValueError(f"resume position {start} is outside {epochs} epochs")
+        span = int(self.raw_span[s])
+        for e in range(start.epoch, epochs):
+            for c in range(start.chunk if e == start.epoch else lo, hi):
+                rng = np.random.default_rng([seed, e, c])
+                s0, s1 = (int(x) for x in self.chunks[c])
+                nb, make = _chunk_batches(
+                    self.corpus, self.keep, s0, s1, self.cfg, rng, batch_size, self.model,
+                    self.bits, self.vocab_size,
+                )  # fmt: skip
+                done_before = e * span + int(self.raw_at[c] - self.raw_at[lo])
+                raw_chunk = int(self.raw_at[c + 1] - self.raw_at[c])
+                first = start.batch if (e, c) == (start.epoch, start.chunk) else 0
+                for b in range(first, nb):
+                    if b + 1 < nb:
+                        after = Position(e, c, b + 1)
+                    elif c + 1 < hi:
+                        after = Position(e, c + 1, 0)
+                    else:
+                        after = Position(e + 1, lo, 0)
+                    yield make(b), after, done_before + (raw_chunk * (b + 1)) // nb
 
 
 class _Raised(NamedTuple):

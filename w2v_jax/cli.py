@@ -145,6 +145,14 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         help="split the tables by vocabulary rows over this many local devices (on CPU, "
         "simulated devices over the cores); in a multi-host run, devices per process",
     )
+    p.add_argument(
+        "--corpus-slices",
+        type=int,
+        default=t.corpus_slices,
+        help="read the corpus in this many slices, B/slices rows of every step from each "
+        "(default: one per process, so each host reads only its own; resume keeps the "
+        "checkpoint's); pass a multi-host run's count to reproduce it on one host",
+    )
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument(
         "--checkpoint-every",
@@ -201,6 +209,7 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
             threads=a.threads,
             deterministic=a.deterministic,
             devices=a.devices,
+            corpus_slices=a.corpus_slices,
             seed=a.seed,
             checkpoint_every_s=a.checkpoint_every,
             log_every_s=a.log_every,
@@ -375,8 +384,8 @@ def _die_with_parent() -> None:
 
 
 def _multi_host_worker(a: argparse.Namespace, cfg, out: Path, argv) -> int:
-    """Join the others and train on the mesh of all their devices: every process reads the whole
-    batch stream and feeds its own devices' slices; process 0 alone locks the run folder and
+    """Join the others and train on the mesh of all their devices: each process reads its own
+    slices of the corpus and feeds its own devices' rows; process 0 alone locks the run folder and
     writes checkpoints and outputs (a folder every host can read, for --resume)."""
     _ask_for_cpu_devices(cfg.train.devices)
     from w2v_jax import sharding

@@ -75,6 +75,10 @@ class TrainConfig:
     threads: int = 0  # fused kernel threads (Hogwild, like word2vec.c -threads); 0: all cores
     deterministic: bool = False  # bit-reproducible: the fused kernel on 1 thread, or pure JAX
     devices: int = 1  # tables split by vocabulary rows over this many local devices (sharding.py)
+    # The batch stream reads the corpus in this many slices, B / slices rows of every step from
+    # each (batches.iterate_slices), so each process of a multi-host run reads only its own.
+    # None: one per process (1 on one host); resuming keeps the checkpoint's count.
+    corpus_slices: int | None = None
     seed: int = 1  # word2vec.c next_random = 1 per thread
     log_every_s: float = 5.0  # progress line period (seconds)
     checkpoint_every_s: float = 600.0  # periodic atomic checkpoint (seconds); 0 disables
@@ -180,6 +184,15 @@ def validate(cfg: Config) -> Config:
         t.batch_size is None or t.batch_size % t.devices == 0,
         f"--batch-size {t.batch_size} must be a multiple of --devices {t.devices} "
         "(each device takes B / devices examples)",
+    )
+    _check(
+        t.corpus_slices is None or t.corpus_slices >= 1,
+        f"--corpus-slices must be >= 1, got {t.corpus_slices}",
+    )
+    _check(
+        t.batch_size is None or t.corpus_slices is None or t.batch_size % t.corpus_slices == 0,
+        f"--batch-size {t.batch_size} must be a multiple of --corpus-slices {t.corpus_slices} "
+        "(each slice gives B / slices rows of every step)",
     )
     _check(
         not (t.deterministic and t.threads > 1),

@@ -673,20 +673,82 @@ def unpad_state(state: step_lib.TrainState, rows: Mapping[str, int], vocab_size:
     )
 
 
-def shard_batches(batches: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS) -> dict:
-    """A stacked host batch group ``{field: [S, B, ...] or [S]}`` -> global arrays split along B.
+def process_rows(mesh: Mesh, batch_size: int) -> range | None:
+    """The rows of a global batch of ``batch_size`` that this process's devices hold.
 
-    Every process passes the same whole group (it reads the same batch stream) and keeps only
-    its devices' slices; [S] fields (``progress``, ``active``) are replicated.
+    The batch is split along B over the mesh's devices in mesh order, so a process holds one
+    contiguous block when its devices are adjacent in the mesh (as in :func:`make_mesh`);
+    ``None`` where the mesh interleaves processes.
     """
+    devices = list(mesh.devices.flat)
+    mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
+    if not mine or mine != list(range(mine[0], mine[0] + len(mine))):
+        return None
+    per = batch_size // len(devices)
+    return range(mine[0] * per, (mine[-1] + 1) * per)
+
+
+def shard_batches(
+    batches: Mapping[str, Any],
+    mesh: Mesh,
+    *,
+    axis_name: str = AXIS,
+    rows: range | None = None,
+    batch_size: int | None = None,
+) -> dict:
+    """A stacked host batch group ``{field: [S, b, ...] or [S]}`` -> global arrays split along B.
+
+    By default every process passes the whole group (``b = B``) and keeps only its devices'
+    slices. A process that read only its own rows passes them with ``rows`` (its block of the
+    global batch of ``batch_size`` rows, :func:`process_rows`; ``b = len(rows)``). [S] fields
+    (``progress``, ``active``) are replicated.
+    """
+    offset = 0 if rows is None else rows.start
     out = {}
     for name, value in batches.items():
         a = np.asarray(value)
-        spec = P(None, axis_name) if a.ndim >= 2 else P()
+        if a.ndim < 2:
+            out[name] = jax.make_array_from_callback(
+                a.shape, NamedSharding(mesh, P()), lambda idx, a=a: a[idx]
+            )
+            continue
+        shape = a.shape if rows is None else (a.shape[0], batch_size, *a.shape[2:])
+
+        def part(idx, a=a):
+            b = idx[1]
+            return a[(idx[0], slice(b.start - offset, b.stop - offset), *idx[2:])]
+
         out[name] = jax.make_array_from_callback(
-            a.shape, NamedSharding(mesh, spec), lambda idx, a=a: a[idx]
+            shape, NamedSharding(mesh, P(None, axis_name)), part
         )
     return out
+
+
+def gather_progress(
+    words: np.ndarray, real: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums a call's per-step raw-word counts and ORs its real-step flags over processes, and
+    collects every process's slice positions (in process order, hence slice order).
+
+    Args:
+      words: [S] int, this process's raw tokens consumed after each step of the call.
+      real: [S] bool, steps where this process read a batch.
+      positions: [k, 3] int, where each of its k slices resumes after the call.
+    Returns:
+      ``(words [S], real [S], positions [P * k, 3])``, the same on every process.
+    """
+    from jax.experimental import multihost_utils
+
+    s = words.shape[0]
+    mine = np.concatenate(
+        [np.asarray(words, np.int64), np.asarray(real, np.int64), positions.reshape(-1)]
+    )
+    everyone = np.asarray(multihost_utils.process_allgather(mine))  # [P, 2S + 3k]
+    return (
+        everyone[:, :s].sum(axis=0),
+        everyone[:, s : 2 * s].any(axis=0),
+        everyone[:, 2 * s :].reshape(-1, 3),
+    )
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -704,7 +766,7 @@ def check_same_everywhere(named: Mapping[str, Any]) -> None:
     """Raises ``ValueError`` naming each entry whose value differs between processes.
 
     Every process of a multi-host run must train the same run: the same config, corpus and
-    vocabulary (each process reads the whole batch stream and keeps its devices' slices). Each
+    vocabulary (each process builds its own corpus slices' part of one batch stream). Each
     value is reduced to a sha256 on its process, and the digests are all-gathered and compared
     with process 0's before the first step, so a mismatch is a clear error, not diverged tables.
     """

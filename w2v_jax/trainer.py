@@ -6,6 +6,11 @@ a step; :mod:`w2v_jax.objectives`, :mod:`w2v_jax.inputs`, :mod:`w2v_jax.optim`,
 ``steps_per_call`` of them for one ``lax.scan`` call, logs honest window means and writes atomic
 checkpoints that make a resumed run bit-identical to an uninterrupted one.
 
+On a mesh of several processes, each process reads only its corpus slices
+(``corpus_slices``, one per process by default; :func:`w2v_jax.batches.iterate_slices`) and
+feeds its own devices' rows of each step; one small all-gather per call sums the words read
+everywhere (the learning rate's progress) and collects every slice's position.
+
 Resuming. A checkpoint records the run's config, the objective and optimizer it used, its
 vocabulary and a fingerprint of the encoded corpus (sha256 of the ids). ``resume=True`` refuses,
 before anything is written, a corpus or any setting that changes the trajectory, naming each
@@ -47,7 +52,7 @@ from w2v_jax import objectives as objectives_lib
 from w2v_jax import optim, sharding
 from w2v_jax import step as step_lib
 from w2v_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from w2v_jax.config import Config, flat, from_dict, validate
+from w2v_jax.config import Config, flat, from_dict, override, validate
 from w2v_jax.vocab import Vocab
 
 CHECKPOINT_NAME = "checkpoint.w2v"
@@ -197,32 +202,79 @@ def _progress_line(row: dict[str, float], epochs: int, total_words: int, words_d
 # ----------------------------------------------------------------------------- batches
 
 
-def _device_batch(batch, progress: float) -> dict[str, np.ndarray]:
-    fields = batch._asdict()
-    fields["progress"] = np.float32(progress)
-    return fields
-
-
-def _stack(group: list[dict[str, np.ndarray]], size: int) -> dict[str, np.ndarray]:
-    """``size`` stacked batches with ``active`` [size] bool; a short group is padded with
-    inactive copies of its last batch (skipped by the step, see :func:`step.make_steps`)."""
-    padded = group + [group[-1]] * (size - len(group))
-    out = {k: np.stack([b[k] for b in padded]) for k in group[0]}
-    out["active"] = np.arange(size) < len(group)
+def _stack(batches: list, progress: np.ndarray, active: np.ndarray, size: int) -> dict:
+    """``size`` stacked batches with their ``progress`` [size] float32 and ``active`` [size]
+    bool; a short group is padded with inactive copies of its last batch (skipped by the step,
+    see :func:`step.make_steps`)."""
+    n = len(batches)
+    padded = batches + [batches[-1]] * (size - n)
+    out = {k: np.stack([b[i] for b in padded]) for i, k in enumerate(batches[0]._fields)}
+    out["progress"] = np.concatenate([progress, np.repeat(progress[-1:], size - n)])
+    out["progress"] = out["progress"].astype(np.float32)
+    out["active"] = np.concatenate([active, np.zeros(size - n, bool)])
     return out
 
 
-def _grouped(stream: Iterator, size: int) -> Iterator[tuple[list, Any]]:
-    """Groups of ``size`` (batch, info) pairs; the last group may be shorter."""
+def _grouped(stream: Iterator, size: int) -> Iterator[list]:
+    """Lists of ``size`` items of ``stream``; the last may be shorter."""
     group: list = []
-    info = None
-    for batch, info in stream:
-        group.append(_device_batch(batch, info.progress))
+    for item in stream:
+        group.append(item)
         if len(group) == size:
-            yield group, info
+            yield group
             group = []
     if group:
-        yield group, info
+        yield group
+
+
+def _with_slices(cfg: Config, ckpt: dict | None, processes: int) -> Config:
+    """``cfg`` with ``corpus_slices`` resolved: as given, else the checkpoint's (1 for one
+    written before slices existed), else one per process."""
+    n = cfg.train.corpus_slices
+    if n is None:
+        n = processes if ckpt is None else _saved_slices(ckpt)
+    return override(cfg, corpus_slices=n)
+
+
+def _saved_slices(ckpt: dict) -> int:
+    return ckpt["config"].get("train", {}).get("corpus_slices") or 1
+
+
+def _positions_of(ckpt: dict, slices: int, path: Path) -> tuple[batches_lib.Position, ...]:
+    """The checkpoint's resume position of each corpus slice."""
+    rows = np.asarray(ckpt["position"], np.int64).reshape(-1, 3)
+    if rows.shape[0] != slices:
+        raise CheckpointError(
+            f"checkpoint {path} holds {rows.shape[0]} corpus slice positions, this run reads "
+            f"{slices} slices"
+        )
+    return tuple(batches_lib.Position(*map(int, r)) for r in rows)
+
+
+def _epoch(positions) -> int:
+    """The epoch of a run whose slices resume at ``positions``: the least advanced one's."""
+    return min(p.epoch for p in positions)
+
+
+def _slices_read(cfg: Config, mesh) -> tuple[range, range | None]:
+    """``(slices, rows)``: the corpus slices this process reads and the rows of each global
+    batch they fill (``None``: all of them, when every process reads every slice).
+
+    On one process every slice. On several, process p reads its block of ``S / P`` slices,
+    which fill exactly its devices' rows; where the slices do not split evenly over the
+    processes (a run resumed on another process count, say), every process reads all of them
+    and keeps its devices' rows, as one process would.
+    """
+    s, b = cfg.train.corpus_slices, cfg.train.batch_size
+    if mesh is None or jax.process_count() == 1:
+        return range(s), None
+    p, n = jax.process_index(), jax.process_count()
+    rows = sharding.process_rows(mesh, b)
+    if s % n == 0 and rows is not None:
+        mine = range(p * s // n, (p + 1) * s // n)
+        if rows == range(mine.start * b // s, mine.stop * b // s):
+            return mine, rows
+    return range(s), None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -246,7 +298,7 @@ def corpus_fingerprint(encoded: corpus_lib.EncodedCorpus, name: str) -> dict[str
     return {"sha256": h.hexdigest(), "words": encoded.num_tokens, "name": name}
 
 
-def _checkpoint_payload(cfg, identity, corpus, vocab, state, position, words_done, tally) -> dict:
+def _checkpoint_payload(cfg, identity, corpus, vocab, state, positions, words_done, tally) -> dict:
     host = jax.device_get(
         {"params": state.params, "opt_state": state.opt_state, "step": state.step}
     )
@@ -263,7 +315,10 @@ def _checkpoint_payload(cfg, identity, corpus, vocab, state, position, words_don
         "params": host["params"],
         "opt_state": serialization.to_state_dict(host["opt_state"]),
         "step": np.asarray(host["step"]),
-        "position": np.asarray(tuple(position), np.int64),
+        # [3] for one slice (the layout before slices existed), else [slices, 3]
+        "position": np.asarray(positions, np.int64).reshape(
+            (3,) if len(positions) == 1 else (-1, 3)
+        ),
         "words_done": int(words_done),
         "accumulators": tally.state_dict(),
     }
@@ -316,7 +371,7 @@ def _check_resumable(ckpt: dict, cfg: Config, identity: dict, path: Path) -> Non
     Raises:
       CheckpointError: naming each difference with both values.
     """
-    ckpt_cfg = from_dict(ckpt["config"])
+    ckpt_cfg = override(from_dict(ckpt["config"]), corpus_slices=_saved_slices(ckpt))
     saved_id = {"update": ckpt_cfg.train.update, **ckpt.get("identity", {})}
     # The step that ran decides whether threads matter; a change of update is named anyway.
     fused = "fused" in (saved_id["update"], identity["update"])
@@ -516,6 +571,7 @@ def train(
     if progress:
         print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
     identity = _run_identity(cfg, objective, tx, update)
+    cfg = _with_slices(cfg, ckpt, jax.process_count() if mesh is not None else 1)
     if ckpt is not None:
         _check_resumable(ckpt, cfg, identity, ckpt_path)
         vocab = _vocab_of(ckpt)
@@ -555,14 +611,15 @@ def train(
         params = step_lib.init_params(objective, vocab_size, cfg.model.dim, init_key)
         return step_lib.init_state(params, tx)
 
-    start = batches_lib.Position(0, 0, 0)
+    slices = cfg.train.corpus_slices
+    positions = (batches_lib.START,) * slices  # where each corpus slice resumes
     words_done = 0
     tally = LossTally(epoch=0)
     if ckpt is not None:  # the structure of a fresh state, the checkpoint's values
         state = _restore(jax.eval_shape(fresh_state), ckpt, ckpt_path, on_host=mesh is not None)
-        start = batches_lib.Position(*(int(x) for x in ckpt["position"]))
+        positions = _positions_of(ckpt, slices, ckpt_path)
         words_done = int(ckpt["words_done"])
-        tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=start.epoch)
+        tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=_epoch(positions))
         if mesh is not None:
             state = sharding.shard_state(state, mesh)
         ckpt["params"] = ckpt["opt_state"] = None  # the host copies: not held through the run
@@ -570,7 +627,7 @@ def train(
         state = sharding.init_state(objective, vocab_size, cfg.model.dim, init_key, tx, mesh)
     else:
         state = fresh_state()
-    tally.epoch = start.epoch
+    tally.epoch = _epoch(positions)
     sync = mesh is not None and sharding.needs_sync(mesh)
 
     def host_state() -> step_lib.TrainState:
@@ -581,8 +638,9 @@ def train(
 
     # Run.
     steps_fn = step_lib.make_steps(one_step)
+    read, rows = _slices_read(cfg, mesh)
     stream = batches_lib.prefetch(
-        batches_lib.iterate_batches(
+        batches_lib.iterate_slices(
             encoded,
             vocab,
             cfg.data,
@@ -590,7 +648,10 @@ def train(
             seed=cfg.train.seed,
             model=cfg.model.model,
             epochs=cfg.train.epochs,
-            start=start,
+            slices=slices,
+            read=read,
+            start=positions[read.start : read.stop],
+            pad_forever=multi,  # a process done early pads until every process is done
         )
     )
     total_words = cfg.train.epochs * encoded.raw_words
@@ -599,7 +660,7 @@ def train(
     t0 = time.perf_counter()
     words_at_start, steps_at_start = words_done, int(state.step)
     last_log = last_ckpt = t0
-    position = start
+    apart = multi and len(read) < slices  # this process reads only some of the slices
 
     def pull() -> None:
         """Moves pending device metrics into the tally (the only sync point)."""
@@ -615,7 +676,7 @@ def train(
         elapsed = now - t0
         row = {
             "step": float(state.step),
-            "epoch": float(min(position.epoch, cfg.train.epochs - 1)),
+            "epoch": float(min(_epoch(positions), cfg.train.epochs - 1)),
             "progress": words_done / max(total_words, 1),
             "loss": loss,
             "lr": tally.lr,
@@ -632,7 +693,7 @@ def train(
     def checkpoint() -> None:
         pull()
         payload = _checkpoint_payload(
-            cfg, identity, corpus_id, vocab, host_state(), position, words_done, tally
+            cfg, identity, corpus_id, vocab, host_state(), positions, words_done, tally
         )
         if jax.process_index() == 0:  # one writer; every process gathered the tables above
             save_checkpoint(ckpt_path, payload)
@@ -642,18 +703,31 @@ def train(
     # during their cleanup then propagates as TrainingInterrupted instead of being printed as
     # an "exception ignored" traceback.
     with _StopOnSignals() as stop, contextlib.closing(stream), contextlib.closing(groups):
-        for group, info in groups:
+        for group in groups:
             if max_steps is not None and int(state.step) >= max_steps:
                 break
-            ep = position.epoch
-            batch = _stack(group, cfg.train.steps_per_call)
+            ep = _epoch(positions)
+            words = np.asarray([sum(info.words_done) for _, info in group], np.int64)
+            real = np.asarray([info.real for _, info in group])
+            mine = np.asarray(group[-1][1].positions, np.int64)
+            if apart:  # every process learns every slice's progress: one tiny all-gather
+                words, real, mine = sharding.gather_progress(words, real, mine)
+            if not real.any():  # every process has read all its slices (multi-host padding)
+                break
+            positions = tuple(batches_lib.Position(*map(int, p)) for p in mine)
+            n_real = int(real.sum())  # real steps come first: a slice that is done stays done
+            batch = _stack(
+                [b for b, _ in group], words / max(total_words, 1), real, cfg.train.steps_per_call
+            )
             if mesh is not None:
-                batch = sharding.shard_batches(batch, mesh)
+                batch = sharding.shard_batches(
+                    batch, mesh, rows=rows, batch_size=cfg.train.batch_size
+                )
             state, metrics = steps_fn(state, consts, batch, step_key)
             if sync:
                 jax.block_until_ready(metrics)
-            pending.append((metrics, ep, len(group)))
-            position, words_done = info.position, info.words_done
+            pending.append((metrics, ep, n_real))
+            words_done = int(words[n_real - 1])
             now = time.perf_counter()
             if now - last_log >= cfg.train.log_every_s:
                 log(now)
@@ -667,7 +741,7 @@ def train(
                 checkpoint()
                 last_ckpt = time.perf_counter()
             # After the last step the run is done: it finishes (its outputs are moments away).
-            if signum is not None and position.epoch < cfg.train.epochs:
+            if signum is not None and _epoch(positions) < cfg.train.epochs:
                 if ckpt_path is not None:
                     checkpoint()  # a second signal here keeps the old file (atomic write)
                 raise TrainingInterrupted(ckpt_path, int(state.step), signum)
