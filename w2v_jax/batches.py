@@ -363,15 +363,15 @@ def _chunk_batches(corpus, keep, s0, s1, cfg, rng, batch_size, model, bits, voca
             _shuffle_packed(rng, packed, bits)
             streams.append(packed)
         comp = _compositions(rng, [s.shape[0] for s in streams], batch_size)
-        starts = np.cumsum(comp, axis=0) - comp
         nb = comp.shape[0]
+        # Python lists: a batch slices every block, and numpy scalar indexing would cost more
+        # than the slices themselves.
+        starts = (np.cumsum(comp, axis=0) - comp).tolist()
+        comp = comp.tolist()
 
         def make(b: int) -> SkipGramBatch:
-            parts = [
-                streams[s][starts[b, s] : starts[b, s] + comp[b, s]]
-                for s in range(len(streams))
-                if comp[b, s]
-            ]
+            lo, take = starts[b], comp[b]
+            parts = [streams[s][lo[s] : lo[s] + c] for s, c in enumerate(take) if c]
             center, context = _unpack(np.concatenate(parts), bits)
             mask = np.ones(batch_size, dtype=np.float32)
             if center.shape[0] < batch_size:
@@ -502,27 +502,24 @@ def iterate_slices(
     positions = [plan.resume_point(s, p) for s, p in zip(read, start, strict=True)]
     words = [plan.words_at(s, p) for s, p in zip(read, positions, strict=True)]
     streams = [plan.stream(s, p, sub, seed, epochs) for s, p in zip(read, positions, strict=True)]
-    padding = None
+    padding = plan.empty_batch(sub, cfg.window)  # a slice that is done gives this
     while True:
         parts, real = [], False
         for i, it in enumerate(streams):
             item = next(it, None) if it is not None else None
             if item is None:
                 streams[i] = None
-                parts.append(None)
+                parts.append(padding)
                 continue
             batch, positions[i], words[i] = item
             parts.append(batch)
             real = True
         if not real and not pad_forever:
             return
-        if padding is None or real:
-            template = next((b for b in parts if b is not None), padding)
-            if template is None:  # nothing read yet: a zero batch of the right layout
-                template = plan.empty_batch(sub, cfg.window)
-            padding = type(template)(*(np.zeros_like(a) for a in template))
-        parts = [padding if b is None else b for b in parts]
-        batch = type(padding)(*(np.concatenate(fields) for fields in zip(*parts, strict=True)))
+        if len(parts) == 1:
+            batch = parts[0]
+        else:
+            batch = type(padding)(*(np.concatenate(f) for f in zip(*parts, strict=True)))
         yield batch, SliceStep(tuple(positions), tuple(words), real)
 
 
