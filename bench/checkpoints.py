@@ -9,12 +9,16 @@
 The state is what the trainer checkpoints: ``params`` (``center_vecs`` and ``outside_vecs``,
 [V, D] float32), ``opt_state`` (for adagrad/adam/rmsprop its [V, D] leaves, split like the
 tables, and its replicated scalars) and ``step``, row-sharded with
-:func:`w2v_jax.sharding.shard_state` over n simulated CPU devices. Three formats write and read it:
+:func:`w2v_jax.sharding.shard_state` over n simulated CPU devices. These write and read it:
 
-  (a) trainer: what ``trainer.train`` does today. Save = ``sharding.unshard_state`` +
-      ``unpad_state`` (gather to host numpy) + :func:`w2v_jax.checkpoint.save_checkpoint` of the
-      same ``params``/``opt_state``/``step`` dict as ``trainer._checkpoint_payload`` (a msgpack
-      head, the arrays' bytes written from their own memory, sha256, temp file, fsync, rename).
+  (a) trainer: what ``trainer.train`` does on a one-process mesh. Save =
+      ``sharding.unshard_state`` + ``unpad_state`` (gather to host numpy) +
+      :func:`w2v_jax.checkpoint.save_checkpoint` of the same ``params``/``opt_state``/``step``
+      dict as ``trainer._checkpoint_payload`` (a msgpack head, the arrays' bytes written from
+      their own memory, sha256, temp file, fsync, rename). (a') streamed: what it does on a mesh
+      of several processes, the same file from :func:`w2v_jax.sharding.streamed_state` (each
+      split leaf all-reduced onto every device in row blocks of 16 MiB, one at a time, written
+      block by block); its restore is (a)'s.
       Restore = :func:`~w2v_jax.checkpoint.load_checkpoint` + the steps of ``trainer._restore``
       (tables onto the default device, ``from_state_dict``) + ``shard_state`` onto the mesh.
       The real payload also holds the vocabulary, config and data position; they are left out
@@ -75,7 +79,12 @@ from pathlib import Path
 
 from _common import child_env, fmt_bytes, status_kib
 
-FORMAT_LABELS = {"trainer": "(a) trainer", "npy-shards": "(b) npy-shards", "orbax": "(c) orbax"}
+FORMAT_LABELS = {
+    "trainer": "(a) trainer",
+    "streamed": "(a') streamed",
+    "npy-shards": "(b) npy-shards",
+    "orbax": "(c) orbax",
+}
 
 
 # ----------------------------------------------------------------------------- the state
@@ -151,8 +160,9 @@ def _identical(restored: dict, want: dict, vocab_size: int) -> bool:
 # ----------------------------------------------------------------------------- the formats
 
 
-def _trainer_save(path: Path, state, vocab_size: int) -> dict:
-    """(a) Gather to host, cut the padding, then the trainer's checksummed atomic file."""
+def _trainer_save(path: Path, state, vocab_size: int, *, streamed: bool = False) -> dict:
+    """(a) Gather the whole state to host, cut the padding, then the trainer's checksummed
+    atomic file; (a') stream the split leaves into it in row blocks instead."""
     import numpy as np
     from flax import serialization
 
@@ -160,7 +170,10 @@ def _trainer_save(path: Path, state, vocab_size: int) -> dict:
 
     t = time.perf_counter()
     rows = {name: sharding.table_rows(name, vocab_size) for name in state.params}
-    host = sharding.unpad_state(sharding.unshard_state(state), rows, vocab_size)
+    if streamed:
+        host = sharding.streamed_state(state, rows)
+    else:
+        host = sharding.unpad_state(sharding.unshard_state(state), rows, vocab_size)
     gather_s = time.perf_counter() - t
     payload = {  # the state part of trainer._checkpoint_payload
         "params": host.params,
@@ -276,6 +289,10 @@ def _formats(ckptr) -> dict:
     """Name -> {"save": fn, "restore": fn}; the name is read once, here."""
     return {
         "trainer": {"save": _trainer_save, "restore": _trainer_restore},
+        "streamed": {
+            "save": lambda path, state, v: _trainer_save(path, state, v, streamed=True),
+            "restore": _trainer_restore,
+        },
         "npy-shards": {"save": _npy_save, "restore": _npy_restore},
         "orbax": _orbax_formats(ckptr),
     }

@@ -391,3 +391,44 @@ def test_state_built_shard_by_shard_equals_the_sharded_one_device_state(loss, n)
             strict=True,
         ):
             np.testing.assert_array_equal(np.asarray(leaf_got), np.asarray(leaf_want))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_streamed_state_writes_the_checkpoint_of_the_gathered_one(tmp_path, n):
+    """Checkpoints of a mesh stream each table in row blocks (no process holds one whole); the
+    file is byte for byte the one the gathered, unpadded state gives, and the tables assemble."""
+    from w2v_jax.checkpoint import ArrayBlocks, drain, load_checkpoint, save_checkpoint
+
+    mesh = sharding.make_mesh(_devices(n))
+    objective, vocab, dim = _objective("hs"), 1003, 16
+    key = jax.random.key(5)
+    tx = optim.make_optimizer("adagrad", 0.1)
+    state = sharding.init_state(objective, vocab, dim, key, tx, mesh)
+    rows = {name: int(objective.table_rows(vocab)) for name in state.params}
+    rows["center_vecs"] = vocab
+    whole = sharding.unpad_state(sharding.unshard_state(state), rows, vocab)
+    # 7 rows of 16 floats per block: 144 blocks, the last one overlapping its neighbour
+    streamed = sharding.streamed_state(state, rows, block_bytes=7 * dim * 4)
+    assert all(isinstance(t, ArrayBlocks) for t in streamed.params.values())
+
+    def payload(s):
+        return {"params": s.params, "opt_state": s.opt_state, "step": s.step}
+
+    save_checkpoint(tmp_path / "whole.w2v", payload(whole))
+    save_checkpoint(tmp_path / "streamed.w2v", payload(streamed))
+    assert (tmp_path / "whole.w2v").read_bytes() == (tmp_path / "streamed.w2v").read_bytes()
+    back = load_checkpoint(tmp_path / "streamed.w2v")
+    for name, table in whole.params.items():
+        np.testing.assert_array_equal(back["params"][name], table)
+        np.testing.assert_array_equal(sharding.gather_blocks(streamed.params[name]), table)
+    drain(payload(streamed))  # what the processes that do not write run: no file, no error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.w2v", "whole.w2v"]
+
+
+def test_array_blocks_that_give_the_wrong_size_fail_the_write(tmp_path):
+    from w2v_jax.checkpoint import ArrayBlocks, save_checkpoint
+
+    short = ArrayBlocks((4, 2), np.float32, lambda: iter([np.zeros((3, 2), np.float32)]))
+    with pytest.raises(ValueError, match="gave 24 bytes for"):
+        save_checkpoint(tmp_path / "c.w2v", {"t": short})
+    assert list(tmp_path.iterdir()) == []  # the atomic write left nothing, no temp file

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,8 +44,31 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, truncated, corrupt or from another run."""
 
 
-def _split(tree: Any, arrays: list[np.ndarray]) -> Any:
+class ArrayBlocks:
+    """An array that :func:`save_checkpoint` writes block by block, never whole in memory.
+
+    ``blocks()`` yields arrays of ``dtype`` whose C-order bytes, one after another, are the bytes
+    of the whole array of ``shape`` (a table split over hosts, gathered one row block at a time:
+    :func:`w2v_jax.sharding.streamed_state`). The file is the one the whole array would give.
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], dtype: Any, blocks: Callable[[], Iterable[np.ndarray]]
+    ):
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.blocks = blocks
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _split(tree: Any, arrays: list) -> Any:
     """The head of ``tree``: each array moved to ``arrays`` and replaced by a reference."""
+    if isinstance(tree, ArrayBlocks):
+        arrays.append(tree)
+        return {_ARRAY: len(arrays) - 1, "dtype": tree.dtype.str, "shape": list(tree.shape)}
     if isinstance(tree, dict):
         return {k: _split(v, arrays) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -97,19 +121,48 @@ def _bytes(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1)).cast("B") if a.size else memoryview(bytearray())
 
 
+def _chunks(a: np.ndarray | ArrayBlocks) -> Iterable[memoryview]:
+    """The bytes of an array, or of an :class:`ArrayBlocks` block by block (checked in size)."""
+    if not isinstance(a, ArrayBlocks):
+        yield _bytes(a)
+        return
+    written = 0
+    for block in a.blocks():
+        view = _bytes(np.ascontiguousarray(block, dtype=a.dtype))
+        written += len(view)
+        yield view
+    if written != a.nbytes:
+        raise ValueError(f"array blocks gave {written} bytes for {a.shape} {a.dtype}")
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Writes ``payload`` to ``path`` atomically (temp file, fsync, rename, fsync folder)."""
-    arrays: list[np.ndarray] = []
+    arrays: list = []
     head = serialization.msgpack_serialize(_split(payload, arrays))
 
     def write(f: IO[bytes]) -> None:
         h = hashlib.sha256()
-        for chunk in (MAGIC, struct.pack("<Q", len(head)), head, *map(_bytes, arrays)):
+        for chunk in (MAGIC, struct.pack("<Q", len(head)), head):
             h.update(chunk)
             f.write(chunk)
+        for a in arrays:
+            for chunk in _chunks(a):
+                h.update(chunk)
+                f.write(chunk)
         f.write(h.digest())
 
     return atomic_write(path, write)
+
+
+def drain(payload: dict[str, Any]) -> None:
+    """Produces every block of ``payload``'s :class:`ArrayBlocks` in the order
+    :func:`save_checkpoint` would, writing nothing: the processes of a multi-host run that do
+    not write take part in the same gathers as the one that does."""
+    arrays: list = []
+    _split(payload, arrays)
+    for a in arrays:
+        for _ in _chunks(a):
+            pass
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

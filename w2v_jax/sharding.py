@@ -39,6 +39,7 @@ and read one ``.npy`` file per shard, restorable onto a mesh of any size.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -651,6 +652,101 @@ def unshard_state(state: step_lib.TrainState) -> step_lib.TrainState:
         return np.asarray(jax.device_get(x))
 
     return jax.tree.map(host, state)
+
+
+# Rows per gathered block of a streamed table: about this many bytes on every device at once.
+STREAM_BLOCK_BYTES = 1 << 24
+
+
+@functools.lru_cache(maxsize=32)
+def _block_getter(mesh: Mesh, rows: int) -> Callable:
+    """A jitted ``(table, k, a) -> rows a .. a + rows of device k's shard``, whole on every device.
+
+    Inside a ``shard_map`` the owner's piece is all-reduced with zeros from the others, so only
+    the block moves (a dynamic slice of the global array would make XLA gather the whole table
+    first). The sum runs on the bits (as integers) where the dtype allows, so -0.0 stays -0.0.
+    One compilation per mesh and block size: ``k`` and ``a`` are traced.
+    """
+
+    def body(local, k, a):
+        piece = jax.lax.dynamic_slice_in_dim(local, a, rows, axis=0)
+        as_int = {2: jnp.int16, 4: jnp.int32}.get(piece.dtype.itemsize)
+        bits = piece if as_int is None else jax.lax.bitcast_convert_type(piece, as_int)
+        mine = jax.lax.axis_index(AXIS) == k
+        total = jax.lax.psum(jnp.where(mine, bits, jnp.zeros_like(bits)), AXIS)
+        return total if as_int is None else jax.lax.bitcast_convert_type(total, piece.dtype)
+
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(AXIS), P(), P()), out_specs=P()))
+
+
+def _row_blocks(x: jax.Array, rows: int, block_bytes: int):
+    """The first ``rows`` rows of a row-sharded ``x`` as host blocks, one gather at a time
+    (blocks never straddle two devices' shards)."""
+    n = x.sharding.mesh.devices.size
+    local = x.shape[0] // n
+    row_bytes = x.dtype.itemsize * int(np.prod(x.shape[1:]))
+    per = max(1, min(local, block_bytes // max(1, row_bytes)))
+    get = _block_getter(x.sharding.mesh, per)
+    for k in range(n):
+        for lo in range(k * local, min(rows, (k + 1) * local), per):
+            a = min(lo - k * local, local - per)  # the shard's last block overlaps
+            block = np.asarray(get(x, np.int32(k), np.int32(a)).addressable_data(0))
+            skip = lo - k * local - a
+            yield block[skip : skip + min(per - skip, rows - lo, (k + 1) * local - lo)]
+
+
+def _host_value(x: Any) -> Any:
+    """A leaf that is not split by rows, as host numpy (multi-host: this process's replica)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x
+
+
+def streamed_state(
+    state: step_lib.TrainState,
+    rows: Mapping[str, int],
+    *,
+    block_bytes: int = STREAM_BLOCK_BYTES,
+) -> step_lib.TrainState:
+    """The state :func:`unpad_state` of :func:`unshard_state` gives, with every row-split leaf
+    (the tables and their row-shaped optimizer leaves) a
+    :class:`~w2v_jax.checkpoint.ArrayBlocks` that gathers ``block_bytes`` of rows at a time.
+
+    A checkpoint written from it is the same file, but no process ever holds a whole table: each
+    block is gathered onto every device (one collective, so every process must produce the
+    blocks in the same order: :func:`~w2v_jax.checkpoint.drain` on those that do not write).
+    ``scratch`` is left out (None): checkpoints do not hold it.
+    """
+    from w2v_jax.checkpoint import ArrayBlocks
+
+    def leaf(x: Any, table: jax.Array, r: int) -> Any:
+        if isinstance(x, jax.Array) and x.ndim >= 1 and x.shape == table.shape:
+            return ArrayBlocks(
+                (r, *x.shape[1:]),
+                x.dtype,
+                lambda x=x: _row_blocks(x, r, block_bytes),
+            )
+        return _host_value(x)
+
+    params = {k: leaf(v, v, rows[k]) for k, v in state.params.items()}
+    opt = {
+        name: jax.tree.map(lambda x, t=state.params[name], r=rows[name]: leaf(x, t, r), sub)
+        for name, sub in state.opt_state.items()
+    }
+    return step_lib.TrainState(
+        params=params, opt_state=opt, step=_host_value(state.step), scratch=None
+    )
+
+
+def gather_blocks(blocks) -> np.ndarray:
+    """An :class:`~w2v_jax.checkpoint.ArrayBlocks` assembled into one host array (no second
+    copy: each block is written into place)."""
+    out = np.empty(blocks.shape, blocks.dtype)
+    at = 0
+    for block in blocks.blocks():
+        out[at : at + block.shape[0]] = block
+        at += block.shape[0]
+    return out
 
 
 def unpad_state(state: step_lib.TrainState, rows: Mapping[str, int], vocab_size: int):

@@ -51,7 +51,7 @@ from w2v_jax import inputs as inputs_lib
 from w2v_jax import objectives as objectives_lib
 from w2v_jax import optim, sharding
 from w2v_jax import step as step_lib
-from w2v_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from w2v_jax.checkpoint import ArrayBlocks, CheckpointError, drain, load_checkpoint, save_checkpoint
 from w2v_jax.config import Config, flat, from_dict, override, validate
 from w2v_jax.vocab import Vocab
 
@@ -249,6 +249,16 @@ def _positions_of(ckpt: dict, slices: int, path: Path) -> tuple[batches_lib.Posi
             f"{slices} slices"
         )
     return tuple(batches_lib.Position(*map(int, r)) for r in rows)
+
+
+def _host_params(state: step_lib.TrainState) -> dict[str, np.ndarray]:
+    """The tables as host arrays (streamed ones assembled block by block)."""
+    return {
+        k: sharding.gather_blocks(v)
+        if isinstance(v, ArrayBlocks)
+        else np.asarray(jax.device_get(v))
+        for k, v in state.params.items()
+    }
 
 
 def _epoch(positions) -> int:
@@ -630,10 +640,15 @@ def train(
     tally.epoch = _epoch(positions)
     sync = mesh is not None and sharding.needs_sync(mesh)
 
-    def host_state() -> step_lib.TrainState:
-        """The state as one device would hold it (no padding rows), for checkpoints."""
+    def saved_state() -> step_lib.TrainState:
+        """The state as one device would hold it (no padding rows), for checkpoints. Over
+        several processes each split leaf streams in row blocks, so no process holds the whole
+        state (gathering it would put every table on every device); one process gathers it to
+        host, which is faster there (BENCHMARKS.md)."""
         if mesh is None:
             return state
+        if multi:
+            return sharding.streamed_state(state, table_rows)
         return sharding.unpad_state(sharding.unshard_state(state), table_rows, len(vocab.words))
 
     # Run.
@@ -693,10 +708,12 @@ def train(
     def checkpoint() -> None:
         pull()
         payload = _checkpoint_payload(
-            cfg, identity, corpus_id, vocab, host_state(), positions, words_done, tally
+            cfg, identity, corpus_id, vocab, saved_state(), positions, words_done, tally
         )
-        if jax.process_index() == 0:  # one writer; every process gathered the tables above
+        if jax.process_index() == 0:  # one writer; every process takes part in each gather
             save_checkpoint(ckpt_path, payload)
+        else:
+            drain(payload)
 
     groups = _grouped(stream, cfg.train.steps_per_call)
     # The generators are closed here, not by the garbage collector: a second signal that lands
@@ -765,7 +782,7 @@ def train(
     return TrainResult(
         config=cfg,
         vocab=vocab,
-        params=jax.device_get(host_state().params),
+        params=_host_params(saved_state()),
         history=history,
         epoch_loss=tally.epoch_means,
         words_per_sec=(words_done - words_at_start) / max(seconds, 1e-9),
