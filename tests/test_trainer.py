@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 from _helpers import fused_or_skip
@@ -516,3 +517,34 @@ def test_devices_config_builds_the_mesh_or_says_why_not(topic_corpus):
         _cfg(devices=3, batch_size=256)
     with pytest.raises(ValueError, match="runs on one device"):
         train(str(topic_corpus), _cfg(devices=2, update="dense"), progress=False)
+
+
+class _FakeDevice:
+    def __init__(self, process_index: int):
+        self.process_index = process_index
+
+
+@pytest.mark.parametrize(
+    "owners, slices, me, want_slices, want_rows",
+    [
+        ((0, 0, 1, 1), 2, 1, range(1, 2), range(48, 96)),  # 2 hosts x 2 devices: its half
+        ((0, 0, 1, 1), 4, 0, range(0, 2), range(0, 48)),  # 2 slices per host
+        ((0, 1, 2, 3), 4, 2, range(2, 3), range(48, 72)),
+        ((0, 0, 1, 1), 1, 1, range(0, 1), None),  # a 1-slice run resumed on 2 hosts: reads all
+        ((0, 0, 1, 1), 3, 0, range(0, 3), None),  # slices that do not split over the hosts
+        ((0, 1, 0, 1), 2, 0, range(0, 2), None),  # a mesh that interleaves the hosts
+    ],
+)
+def test_each_process_reads_only_the_slices_of_its_rows(
+    monkeypatch, owners, slices, me, want_slices, want_rows
+):
+    from types import SimpleNamespace
+
+    from w2v_jax import trainer
+
+    monkeypatch.setattr(jax, "process_count", lambda: len(set(owners)))
+    monkeypatch.setattr(jax, "process_index", lambda: me)
+    mesh = SimpleNamespace(devices=np.array([_FakeDevice(p) for p in owners]))
+    cfg = _cfg(batch_size=96, corpus_slices=slices)
+    read, rows = trainer._slices_read(cfg, mesh)
+    assert read == want_slices and rows == want_rows
