@@ -264,6 +264,8 @@ def test_device_defaults_fill_only_what_the_config_leaves_open(monkeypatch):
     assert (mine.train.batch_size, mine.train.steps_per_call) == (4095, 16)
     three = step_lib.device_defaults(override(Config(), devices=3))
     assert three.train.batch_size % 3 == 0 and three.train.batch_size >= 16384
+    sliced = step_lib.device_defaults(override(Config(), devices=2, corpus_slices=3))
+    assert sliced.train.batch_size == 16386  # the least multiple of 2 and 3 from 16384
 
 
 @pytest.mark.parametrize(

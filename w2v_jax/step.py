@@ -487,13 +487,15 @@ DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (16384, 16)}
 
 def device_defaults(cfg):
     """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
-    are ``None`` (:data:`DEVICE_BATCH`; B rounded up to a multiple of ``devices``). Values the
+    are ``None`` (:data:`DEVICE_BATCH`; B rounded up to a multiple of ``devices`` and of
+    ``corpus_slices``). Values the
     config gives are kept. :func:`w2v_jax.train` calls it once, before anything else."""
     t = cfg.train
     if t.batch_size is not None and t.steps_per_call is not None:
         return cfg
     b, s = DEVICE_BATCH.get(_platform(), DEVICE_BATCH["cpu"])
-    b = -(-b // t.devices) * t.devices
+    m = math.lcm(t.devices, t.corpus_slices or 1)  # every device and every slice gets B / n
+    b = -(-b // m) * m
     return override(
         cfg,
         batch_size=b if t.batch_size is None else t.batch_size,
