@@ -95,6 +95,12 @@ def batch_sharding(mesh: Mesh, axis_name: str = AXIS) -> NamedSharding:
     return NamedSharding(mesh, P(axis_name))
 
 
+def _from_host(x: Any, sharding: NamedSharding) -> jax.Array:
+    """Host ``x`` as a global array with ``sharding``: each device takes its part of it."""
+    a = np.asarray(x)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
 def _padded_array(
     total: int,
     real: int,
@@ -203,18 +209,27 @@ def _lookup(table_d: jax.Array, ids: jax.Array, axis_name: str) -> jax.Array:
     return jnp.where(owned[..., None], rows, 0)
 
 
-def _row_spec(leaf: Any, table_shape: tuple[int, ...], axis_name: str) -> P:
-    """Optimizer-state leaves shaped like their table are split like it; the rest replicated."""
-    return P(axis_name, None) if tuple(getattr(leaf, "shape", ())) == table_shape else P()
+def _map_opt_state(
+    state: step_lib.TrainState, split: Callable[[str, Any], Any], other: Callable[[Any], Any]
+) -> dict:
+    """``state.opt_state`` with ``split(table name, leaf)`` on each leaf shaped like its table
+    (Adagrad's accumulator, Adam's moments: split by rows like it) and ``other(leaf)`` on the
+    rest (scalars, replicated)."""
+    return {
+        name: jax.tree.map(
+            lambda x, t=state.params[name], name=name: (
+                split(name, x) if np.shape(x) == np.shape(t) else other(x)
+            ),
+            sub,
+        )
+        for name, sub in state.opt_state.items()
+    }
 
 
 def state_specs(state: step_lib.TrainState, axis_name: str = AXIS) -> step_lib.TrainState:
     """The ``PartitionSpec`` of every leaf of a :class:`~w2v_jax.step.TrainState`: tables, their
     row-shaped optimizer state and the duplicate counter split by rows, scalars replicated."""
-    opt = {
-        name: jax.tree.map(lambda x, t=state.params[name]: _row_spec(x, t.shape, axis_name), sub)
-        for name, sub in state.opt_state.items()
-    }
+    opt = _map_opt_state(state, lambda _, x: P(axis_name, None), lambda x: P())
     return step_lib.TrainState(
         params={name: P(axis_name, None) for name in state.params},
         opt_state=opt,
@@ -261,8 +276,7 @@ def init_state(
         target = NamedSharding(mesh, spec)
         if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
             return x
-        host = np.asarray(x)
-        return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+        return _from_host(x, target)
 
     params = {name: table(name) for name in rows}
     state = step_lib.TrainState(
@@ -287,7 +301,7 @@ def shard_state(state: step_lib.TrainState, mesh: Mesh, *, axis_name: str = AXIS
         x = np.asarray(x)
         sharding = NamedSharding(mesh, spec)
         if spec == P():  # replicated
-            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+            return _from_host(x, sharding)
         real = x.shape[0]
 
         def rows_of(lo: int, hi: int) -> np.ndarray:
@@ -719,22 +733,15 @@ def streamed_state(
     """
     from w2v_jax.checkpoint import ArrayBlocks
 
-    def leaf(x: Any, table: jax.Array, r: int) -> Any:
-        if isinstance(x, jax.Array) and x.ndim >= 1 and x.shape == table.shape:
-            return ArrayBlocks(
-                (r, *x.shape[1:]),
-                x.dtype,
-                lambda x=x: _row_blocks(x, r, block_bytes),
-            )
-        return _host_value(x)
+    def blocks(name: str, x: jax.Array) -> ArrayBlocks:
+        r = rows[name]
+        return ArrayBlocks((r, *x.shape[1:]), x.dtype, lambda: _row_blocks(x, r, block_bytes))
 
-    params = {k: leaf(v, v, rows[k]) for k, v in state.params.items()}
-    opt = {
-        name: jax.tree.map(lambda x, t=state.params[name], r=rows[name]: leaf(x, t, r), sub)
-        for name, sub in state.opt_state.items()
-    }
     return step_lib.TrainState(
-        params=params, opt_state=opt, step=_host_value(state.step), scratch=None
+        params={name: blocks(name, t) for name, t in state.params.items()},
+        opt_state=_map_opt_state(state, blocks, _host_value),
+        step=_host_value(state.step),
+        scratch=None,
     )
 
 
@@ -752,18 +759,9 @@ def gather_blocks(blocks) -> np.ndarray:
 def unpad_state(state: step_lib.TrainState, rows: Mapping[str, int], vocab_size: int):
     """Cuts a host state's padding: tables (and their row-shaped optimizer leaves) to ``rows[name]``
     rows, the scratch counter to V."""
-    opt = {
-        name: jax.tree.map(
-            lambda x, t=state.params[name], r=rows[name]: (
-                x[:r] if np.shape(x) == np.shape(t) else x
-            ),
-            sub,
-        )
-        for name, sub in state.opt_state.items()
-    }
     return step_lib.TrainState(
         params={k: v[: rows[k]] for k, v in state.params.items()},
-        opt_state=opt,
+        opt_state=_map_opt_state(state, lambda name, x: x[: rows[name]], lambda x: x),
         step=state.step,
         scratch=state.scratch[:vocab_size],
     )
@@ -789,34 +787,26 @@ def shard_batches(
     mesh: Mesh,
     *,
     axis_name: str = AXIS,
-    rows: range | None = None,
     batch_size: int | None = None,
 ) -> dict:
     """A stacked host batch group ``{field: [S, b, ...] or [S]}`` -> global arrays split along B.
 
     By default every process passes the whole group (``b = B``) and keeps only its devices'
-    slices. A process that read only its own rows passes them with ``rows`` (its block of the
-    global batch of ``batch_size`` rows, :func:`process_rows`; ``b = len(rows)``). [S] fields
+    slices. A process that read only its own rows (its devices' block of the global batch,
+    :func:`process_rows`) passes those, with the global ``batch_size``. [S] fields
     (``progress``, ``active``) are replicated.
     """
-    offset = 0 if rows is None else rows.start
+    rows = NamedSharding(mesh, P(None, axis_name))
     out = {}
     for name, value in batches.items():
         a = np.asarray(value)
         if a.ndim < 2:
-            out[name] = jax.make_array_from_callback(
-                a.shape, NamedSharding(mesh, P()), lambda idx, a=a: a[idx]
-            )
-            continue
-        shape = a.shape if rows is None else (a.shape[0], batch_size, *a.shape[2:])
-
-        def part(idx, a=a):
-            b = idx[1]
-            return a[(idx[0], slice(b.start - offset, b.stop - offset), *idx[2:])]
-
-        out[name] = jax.make_array_from_callback(
-            shape, NamedSharding(mesh, P(None, axis_name)), part
-        )
+            out[name] = _from_host(a, NamedSharding(mesh, P()))
+        elif batch_size is None:
+            out[name] = _from_host(a, rows)
+        else:
+            shape = (a.shape[0], batch_size, *a.shape[2:])
+            out[name] = jax.make_array_from_process_local_data(rows, a, shape)
     return out
 
 
@@ -850,12 +840,7 @@ def gather_progress(
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Every leaf of ``tree`` whole on every device of ``mesh`` (the objective's constants)."""
     sharding = NamedSharding(mesh, P())
-
-    def put(x):
-        a = np.asarray(x)
-        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
-
-    return jax.tree.map(put, tree)
+    return jax.tree.map(lambda x: _from_host(x, sharding), tree)
 
 
 def check_same_everywhere(named: Mapping[str, Any]) -> None:

@@ -209,8 +209,9 @@ def _stack(batches: list, progress: np.ndarray, active: np.ndarray, size: int) -
     n = len(batches)
     padded = batches + [batches[-1]] * (size - n)
     out = {k: np.stack([b[i] for b in padded]) for i, k in enumerate(batches[0]._fields)}
-    out["progress"] = np.concatenate([progress, np.repeat(progress[-1:], size - n)])
-    out["progress"] = out["progress"].astype(np.float32)
+    out["progress"] = np.concatenate([progress, np.repeat(progress[-1:], size - n)]).astype(
+        np.float32
+    )
     out["active"] = np.concatenate([active, np.zeros(size - n, bool)])
     return out
 
@@ -675,7 +676,7 @@ def train(
     t0 = time.perf_counter()
     words_at_start, steps_at_start = words_done, int(state.step)
     last_log = last_ckpt = t0
-    apart = multi and len(read) < slices  # this process reads only some of the slices
+    apart = rows is not None  # this process reads only its slices, for its own rows
 
     def pull() -> None:
         """Moves pending device metrics into the tally (the only sync point)."""
@@ -738,7 +739,7 @@ def train(
             )
             if mesh is not None:
                 batch = sharding.shard_batches(
-                    batch, mesh, rows=rows, batch_size=cfg.train.batch_size
+                    batch, mesh, batch_size=cfg.train.batch_size if apart else None
                 )
             state, metrics = steps_fn(state, consts, batch, step_key)
             if sync:
