@@ -502,7 +502,7 @@ def iterate_slices(
     positions = [plan.resume_point(s, p) for s, p in zip(read, start, strict=True)]
     words = [plan.words_at(s, p) for s, p in zip(read, positions, strict=True)]
     streams = [plan.stream(s, p, sub, seed, epochs) for s, p in zip(read, positions, strict=True)]
-    padding = plan.empty_batch(sub, cfg.window)  # a slice that is done gives this
+    padding = plan.empty_batch(sub)  # a slice that is done gives this
     while True:
         parts, real = [], False
         for i, it in enumerate(streams):
@@ -581,8 +581,10 @@ class _Plan(NamedTuple):
         lo = int(self.first[s])
         return p.epoch * int(self.raw_span[s]) + int(self.raw_at[p.chunk] - self.raw_at[lo])
 
-    def empty_batch(self, size: int, window: int):
+    def empty_batch(self, size: int):
+        """A batch of ``size`` padding rows (``mask = 0``, ids 0) in this model's layout."""
         z = np.zeros(size, np.int32)
+        window = self.cfg.window
         if self.model == "sg":
             return SkipGramBatch(center=z, context=z, mask=np.zeros(size, np.float32))
         return CBOWBatch(
