@@ -88,7 +88,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         "--alpha",
         type=float,
         default=None,
-        help="starting learning rate (default 0.025 sg, 0.05 cbow)",
+        help="starting learning rate (default 0.025 sg, 0.05 cbow; 4x that for adagrad)",
     )
     p.add_argument("--min-alpha", type=float, default=t.min_alpha)
     p.add_argument("--batch-size", type=int, default=t.batch_size)

@@ -64,7 +64,7 @@ class TrainConfig:
     """Optimisation, logging and checkpoints."""
 
     epochs: int = 5  # word2vec.c -iter 5
-    alpha: float | None = None  # None: 0.025 for sg, 0.05 for cbow (word2vec.c -alpha)
+    alpha: float | None = None  # None: default_alpha(model, optimizer)
     min_alpha: float = 1e-4  # word2vec.c: alpha never falls below starting_alpha * 1e-4
     optimizer: str = "sgd"  # sgd with linear decay (word2vec.c), or a row-sparse optax rule
     batch_size: int | None = None  # B pairs/windows per step; None: 4096 CPU, 16384 GPU (*)
@@ -94,10 +94,23 @@ class Config:
 
     @property
     def alpha(self) -> float:
-        """Starting learning rate: explicit, else word2vec.c's 0.025 (sg) / 0.05 (cbow)."""
+        """Starting learning rate: explicit, else :func:`default_alpha`."""
         if self.train.alpha is not None:
             return self.train.alpha
-        return 0.05 if self.model.model == "cbow" else 0.025
+        return default_alpha(self.model.model, self.train.optimizer)
+
+
+def default_alpha(model: str, optimizer: str) -> float:
+    """The starting learning rate of ``--model`` trained with ``--optimizer``.
+
+    word2vec.c's 0.025 (skip-gram) and 0.05 (CBOW) for SGD, Adam and RMSprop; four times that
+    for Adagrad. Adagrad divides each coordinate's step by the root of its summed squared
+    gradients, so at SGD's rate its steps shrink so fast that the tables barely leave their
+    common early direction: on the default corpus every neighbour ends at cosine 0.95-1.00
+    (BENCHMARKS.md, "Optimizers at their default rates").
+    """
+    base = 0.05 if model == "cbow" else 0.025
+    return 4 * base if optimizer == "adagrad" else base
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

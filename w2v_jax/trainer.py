@@ -237,6 +237,23 @@ def _with_slices(cfg: Config, ckpt: dict | None, processes: int) -> Config:
     return override(cfg, corpus_slices=n)
 
 
+def _with_alpha(cfg: Config, ckpt: dict | None) -> Config:
+    """``cfg`` with its starting rate written out (so ``config.json`` and the checkpoint record
+    it): as given, else the checkpoint's, else :func:`~w2v_jax.config.default_alpha`."""
+    if cfg.train.alpha is not None:
+        return cfg
+    return override(cfg, alpha=cfg.alpha if ckpt is None else _saved_alpha(ckpt))
+
+
+def _saved_alpha(ckpt: dict) -> float:
+    """The rate a checkpoint's run started at. One whose config leaves it unset was written
+    when every optimizer defaulted to word2vec.c's rate (Adagrad included)."""
+    saved = from_dict(ckpt["config"])
+    if saved.train.alpha is not None:
+        return saved.train.alpha
+    return 0.05 if saved.model.model == "cbow" else 0.025
+
+
 def _saved_slices(ckpt: dict) -> int:
     return ckpt["config"].get("train", {}).get("corpus_slices") or 1
 
@@ -382,7 +399,9 @@ def _check_resumable(ckpt: dict, cfg: Config, identity: dict, path: Path) -> Non
     Raises:
       CheckpointError: naming each difference with both values.
     """
-    ckpt_cfg = override(from_dict(ckpt["config"]), corpus_slices=_saved_slices(ckpt))
+    ckpt_cfg = override(
+        from_dict(ckpt["config"]), corpus_slices=_saved_slices(ckpt), alpha=_saved_alpha(ckpt)
+    )
     saved_id = {"update": ckpt_cfg.train.update, **ckpt.get("identity", {})}
     # The step that ran decides whether threads matter; a change of update is named anyway.
     fused = "fused" in (saved_id["update"], identity["update"])
@@ -565,14 +584,15 @@ def train(
         # below does): gensim's WikiCorpus forks worker processes, unsafe in a threaded process.
         source = _resolve(corpus, cfg)
     cfg = step_lib.device_defaults(cfg)
-    objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
-    mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
     ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
     ckpt = None
     if resume:
         if ckpt_path is None:
             raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
         ckpt = load_checkpoint(ckpt_path)
+    cfg = _with_alpha(cfg, ckpt)
+    objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
+    mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
     if mesh is None:
         resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
         update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
