@@ -4,6 +4,7 @@
     python bench/sharding.py --model cbow --loss hs --devices 1 2
     python bench/sharding.py --json out.json       # also write the rows as JSON
     python bench/sharding.py --rounds 3 --baseline # 1,2,4,1,2,4,... pooled; + the one-device step
+    python bench/sharding.py --bucketed            # + the dedup/all_to_all prototype, checked
     python bench/sharding.py --platform gpu --devices 1 2 4 8   # real accelerators
 
 For each device count n (default 1, 2, 4) a fresh Python process is started with
@@ -145,7 +146,57 @@ def worker(args) -> dict:
 
     if args.baseline and n == 1:
         row["baseline_pairs_per_s"] = _baseline(args, host, counts, host_batches)
+    if args.bucketed:
+        row.update(_bucketed(args, mesh, objective, inputs, tx, host, consts, batches, step))
     return row
+
+
+def _bucketed(args, mesh, objective, inputs, tx, host, consts, batches, step):
+    """The prototype of bench/_bucketed.py: checked against the sharded step (tables after two
+    steps from the same state), then timed the same way."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from _bucketed import make_bucketed_step
+
+    from w2v_jax import sharding
+    from w2v_jax import step as step_lib
+
+    fresh = lambda: sharding.shard_state(  # noqa: E731
+        step_lib.init_state({k: jnp.asarray(x) for k, x in host.items()}, tx), mesh
+    )
+    bucketed = jax.jit(make_bucketed_step(mesh, objective, inputs, tx), donate_argnums=0)
+    key = jax.random.key(0)
+    ref, got, dropped = fresh(), fresh(), 0.0
+    for b in batches[:2]:
+        ref, _ = step(ref, consts, b, key)
+        got, m = bucketed(got, consts, b, key)
+        dropped += float(m["dropped"])
+    # relative to the largest entry (float sums in another order differ by a few ulps)
+    err = max(
+        float(np.max(np.abs(np.asarray(got.params[k]) - np.asarray(ref.params[k]))))
+        / max(float(np.max(np.abs(np.asarray(ref.params[k])))), 1e-30)
+        for k in ref.params
+    )
+    if dropped == 0 and err > 1e-4:
+        raise SystemExit(f"bucketed prototype disagrees with the sharded step: {err:.1e}")
+    holder = {"state": got, "dropped": dropped}
+
+    def run():
+        st = holder["state"]
+        for s in range(args.steps):
+            batch = batches[s % len(batches)]
+            st, metrics = jax.block_until_ready(bucketed(st, consts, batch, key))
+            holder["dropped"] += float(metrics["dropped"])
+        holder["state"] = st
+        return metrics["loss_sum"]
+
+    runs = _time(run, args)
+    return {
+        "bucketed_seconds": runs,
+        "bucketed_max_diff": err,
+        "bucketed_dropped": holder["dropped"],
+    }
 
 
 def _values(args):
@@ -307,6 +358,23 @@ def report(rows) -> None:
             f"{r['pairs_per_s'] / base:.2f}x | {r['best_pairs_per_s']:,.0f} | "
             f"{r['load_before']:.1f} |"
         )
+    if any("bucketed_pairs_per_s" in r for r in rows):
+        print("\n### dedup + all_to_all buckets (prototype, bench/_bucketed.py)\n")
+        print(
+            "| devices | pairs/s (median) | vs the sharded step | ids dropped "
+            "| relative difference after 2 steps |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            if "bucketed_pairs_per_s" in r:
+                # a step that dropped ids computed something else: its time is not comparable
+                dropped = r["bucketed_dropped"]
+                note = f"{dropped:,.0f} (not a valid step)" if dropped else "0"
+                print(
+                    f"| {r['devices']} | {r['bucketed_pairs_per_s']:,.0f} | "
+                    f"{r['bucketed_pairs_per_s'] / r['pairs_per_s']:.2f}x | "
+                    f"{note} | {r['bucketed_max_diff']:.1e} |"
+                )
     for r in rows:
         if "baseline_pairs_per_s" in r:
             print(
@@ -375,6 +443,11 @@ def main(argv=None) -> None:
         action="store_true",
         help="also time the one-device pure-JAX step (step.make_step)",
     )
+    ap.add_argument(
+        "--bucketed",
+        action="store_true",
+        help="also check and time the dedup + all_to_all prototype (bench/_bucketed.py)",
+    )
     ap.add_argument("--json", help="write the rows to this JSON file")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -397,6 +470,9 @@ def main(argv=None) -> None:
             if n in by_n:
                 keep = by_n[n]
                 keep["seconds"] += row["seconds"]
+                if "bucketed_seconds" in row:
+                    keep["bucketed_seconds"] += row["bucketed_seconds"]
+                    keep["bucketed_dropped"] += row["bucketed_dropped"]
                 keep["load_before"] = max(keep["load_before"], row["load_before"])
                 if "baseline_pairs_per_s" in row:
                     keep.setdefault("baseline_runs", []).append(row["baseline_pairs_per_s"])
@@ -411,6 +487,8 @@ def main(argv=None) -> None:
         row["best_pairs_per_s"] = pairs / min(row["seconds"])
         if "baseline_runs" in row:
             row["baseline_pairs_per_s"] = statistics.median(row["baseline_runs"])
+        if "bucketed_seconds" in row:
+            row["bucketed_pairs_per_s"] = pairs / statistics.median(row["bucketed_seconds"])
     report(rows)
     dedup = dedup_estimate(args) if args.loss == "ns" and args.model == "sg" else []
     if dedup:
