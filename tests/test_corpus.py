@@ -44,6 +44,14 @@ def write(path, text, mode="w"):
     return path
 
 
+def test_the_written_out_whitespace_is_str_isspace_beyond_ascii():
+    # the byte tokenizer splits where str.split() does; the list is spelled out for start-up speed
+    scanned = "".join(
+        c for c in map(chr, range(0x110000)) if c.isspace() and c not in " \t\n\x0b\x0c\r"
+    )
+    assert corpus_mod._OTHER_WS == scanned
+
+
 def test_one_sentence_per_line(tmp_path):
     p = write(tmp_path / "c.txt", "the cat sat\n\n  on\tthe mat  \nThe End\n")
     assert list(iter_sentences(p)) == [["the", "cat", "sat"], ["on", "the", "mat"], ["The", "End"]]

@@ -553,9 +553,12 @@ def _encode_slow(source: CorpusSource, vocab: Vocab, folder: Path, key: str) -> 
 _WS_BYTES = b" \t\n\x0b\x0c\r"  # bytes.split()'s whitespace
 _IS_WS = np.zeros(256, dtype=bool)
 _IS_WS[list(_WS_BYTES)] = True
-# str.split() also splits at these; text-mode reading does not end lines at them.
-_OTHER_WS = "".join(
-    c for c in map(chr, range(0x110000)) if c.isspace() and c not in " \t\n\x0b\x0c\r"
+# str.split() also splits at these (str.isspace beyond ASCII's six); text-mode reading does not
+# end lines at them. Written out: scanning all code points took 0.15 s of every start.
+# tests/test_corpus.py checks the list against str.isspace.
+_OTHER_WS = (
+    "\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 _OTHER_WS_UTF8 = tuple(c.encode("utf-8") for c in _OTHER_WS)
 _OTHER_WS_TO_SPACE = str.maketrans({c: " " for c in _OTHER_WS})
