@@ -140,3 +140,35 @@ def test_saving_and_loading_need_no_second_copy_of_the_tables(tmp_path):
     assert save_peak < table.nbytes // 8, save_peak
     assert load_peak < table.nbytes * 9 // 8, load_peak  # the returned table itself, no more
     np.testing.assert_array_equal(back["params"]["t"], table)
+
+
+def test_a_mapped_load_checks_everything_and_reads_only_what_is_used(tmp_path, monkeypatch):
+    """``mmap=True`` (each host of a multi-host resume): large arrays are read-only maps of the
+    file, equal to a full load; a flipped byte anywhere in them is still caught, and the load
+    itself allocates no table-sized memory."""
+    import tracemalloc
+
+    from w2v_jax import checkpoint as ckpt_lib
+
+    monkeypatch.setattr(ckpt_lib, "_MMAP_BYTES", 1 << 20)
+    table = np.arange(1 << 22, dtype=np.float32).reshape(1 << 12, 1 << 10)  # 16 MiB
+    small = np.arange(10, dtype=np.int64)
+    path = save_checkpoint(tmp_path / "c.w2v", {"t": table, "small": small, "step": 3})
+    tracemalloc.start()
+    try:
+        back = load_checkpoint(path, mmap=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < table.nbytes // 8, peak
+    assert isinstance(back["t"], np.memmap) and not back["t"].flags.writeable
+    assert not isinstance(back["small"], np.memmap)
+    np.testing.assert_array_equal(back["t"], table)
+    np.testing.assert_array_equal(back["small"], small)
+    np.testing.assert_array_equal(back["t"][100:102], load_checkpoint(path)["t"][100:102])
+    del back
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # inside the mapped table
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path, mmap=True)

@@ -38,6 +38,7 @@ MAGIC = b"W2VJAX02"
 MAGIC_V1 = b"W2VJAX01"
 _ARRAY = "__w2v_array__"
 _DIGEST = 32
+_MMAP_BYTES = 16 << 20  # load_checkpoint(mmap=True): larger arrays are mapped, not read
 
 
 class CheckpointError(ValueError):
@@ -165,8 +166,14 @@ def drain(payload: dict[str, Any]) -> None:
             pass
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a checkpoint written by :func:`save_checkpoint`; raises :class:`CheckpointError`."""
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """Reads a checkpoint written by :func:`save_checkpoint`; raises :class:`CheckpointError`.
+
+    With ``mmap=True`` every array of at least ``_MMAP_BYTES`` is a read-only ``np.memmap`` of
+    the file instead of a copy in memory: a process that goes on to use some rows of a table (a
+    host of a multi-host run taking its shard) reads only those pages. The checksum is still
+    checked over the whole file, streamed through a small buffer, before anything is returned.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path} (nothing to --resume from)")
@@ -176,14 +183,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             return _load_v1(path, f)
         if magic != MAGIC:
             raise CheckpointError(f"{path} is not a w2v_jax checkpoint (bad header or truncated)")
-        return _load(path, f, os.fstat(f.fileno()).st_size)
+        return _load(path, f, os.fstat(f.fileno()).st_size, mmap)
 
 
 def _corrupt(path: Path) -> CheckpointError:
     return CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
 
 
-def _load(path: Path, f: IO[bytes], size: int) -> dict[str, Any]:
+def _load(path: Path, f: IO[bytes], size: int, mmap: bool = False) -> dict[str, Any]:
     h = hashlib.sha256(MAGIC)
     n_bytes = f.read(8)
     if len(n_bytes) < 8:
@@ -203,13 +210,28 @@ def _load(path: Path, f: IO[bytes], size: int) -> dict[str, Any]:
     if len(MAGIC) + 8 + n + body + _DIGEST != size:  # before allocating anything
         raise _corrupt(path)
     arrays = []
+    offset = len(MAGIC) + 8 + n
+    buf = None
     for _, dtype, shape in specs:
-        a = np.empty(shape, dtype)
-        view = _bytes(a)
-        if f.readinto(view) != len(view):
-            raise _corrupt(path)
-        h.update(view)
-        arrays.append(a)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if mmap and nbytes >= _MMAP_BYTES:
+            arrays.append(np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape))
+            buf = buf if buf is not None else bytearray(_MMAP_BYTES)
+            left = nbytes
+            while left:  # hashed through one buffer: the pages are not kept
+                view = memoryview(buf)[: min(left, len(buf))]
+                if f.readinto(view) != len(view):
+                    raise _corrupt(path)
+                h.update(view)
+                left -= len(view)
+        else:
+            a = np.empty(shape, dtype)
+            view = _bytes(a)
+            if f.readinto(view) != len(view):
+                raise _corrupt(path)
+            h.update(view)
+            arrays.append(a)
+        offset += nbytes
     if f.read(_DIGEST) != h.digest():
         raise _corrupt(path)
     return _join(head, arrays)
