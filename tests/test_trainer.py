@@ -82,6 +82,23 @@ def test_each_variant_lowers_loss_and_learns_topics(topic_corpus, model, loss):
     assert within > 0.5 and within - across > 0.4, (within, across)
 
 
+def test_a_result_without_tables_says_why():
+    # a process other than 0 of a multi-process run gets no tables (only process 0 assembles)
+    from w2v_jax.trainer import TrainResult
+
+    empty = TrainResult(
+        config=Config(),
+        vocab=None,
+        params={},
+        history=[],
+        epoch_loss=[],
+        words_per_sec=0.0,
+        train_seconds=0.0,
+    )
+    with pytest.raises(ValueError, match="only process 0"):
+        empty.vectors("in")
+
+
 def test_same_seed_same_vectors(topic_corpus):
     cfg = _cfg(epochs=1)
     a = train(str(topic_corpus), cfg, progress=False)

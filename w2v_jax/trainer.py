@@ -66,6 +66,7 @@ class TrainResult:
       config: the validated config of the run.
       vocab: the :class:`~w2v_jax.vocab.Vocab` (row i of every table is ``vocab.words[i]``).
       params: the trained tables as host numpy arrays (on a CPU device, views of its buffers).
+        In a run over several processes only process 0 holds them; elsewhere this is empty.
       history: one dict per logging window (loss = mean per example in that window).
       epoch_loss: mean loss per example of each epoch.
       words_per_sec: raw corpus words x epochs / training wall time (compilation included).
@@ -93,6 +94,11 @@ class TrainResult:
         sharing the tables' memory (the run is over: they no longer change)."""
         from w2v_jax.vectors import from_tables
 
+        if not self.params:
+            raise ValueError(
+                "this process holds no tables: in a run over several processes only process 0 "
+                "assembles them (TrainResult.params)"
+            )
         center, outside = self.params["center_vecs"], self.params.get("outside_vecs")
         return from_tables(self.vocab.words, center, outside, which, copy=False)
 
@@ -270,13 +276,18 @@ def _positions_of(ckpt: dict, slices: int, path: Path) -> tuple[batches_lib.Posi
 
 
 def _host_params(state: step_lib.TrainState) -> dict[str, np.ndarray]:
-    """The tables as host arrays (streamed ones assembled block by block)."""
-    return {
-        k: sharding.gather_blocks(v)
-        if isinstance(v, ArrayBlocks)
-        else np.asarray(jax.device_get(v))
-        for k, v in state.params.items()
-    }
+    """The tables as host arrays. Streamed ones (several processes) are assembled block by
+    block on process 0 only; the other processes take part in the same gathers and keep none,
+    so no host but the one that writes the vectors ever holds the whole tables."""
+    out = {}
+    for k, v in state.params.items():
+        if not isinstance(v, ArrayBlocks):
+            out[k] = np.asarray(jax.device_get(v))
+        elif jax.process_index() == 0:
+            out[k] = sharding.gather_blocks(v)
+        else:
+            drain({k: v})
+    return out
 
 
 def _epoch(positions) -> int:
@@ -589,7 +600,8 @@ def train(
     if resume:
         if ckpt_path is None:
             raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
-        ckpt = load_checkpoint(ckpt_path)
+        # several processes: each maps the file and reads only the rows of its own shards
+        ckpt = load_checkpoint(ckpt_path, mmap=jax.process_count() > 1)
     cfg = _with_alpha(cfg, ckpt)
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
