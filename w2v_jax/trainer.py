@@ -52,7 +52,7 @@ from w2v_jax import objectives as objectives_lib
 from w2v_jax import optim, sharding
 from w2v_jax import step as step_lib
 from w2v_jax.checkpoint import ArrayBlocks, CheckpointError, drain, load_checkpoint, save_checkpoint
-from w2v_jax.config import Config, flat, from_dict, override, validate
+from w2v_jax.config import Config, default_alpha, flat, from_dict, override, validate
 from w2v_jax.vocab import Vocab
 
 CHECKPOINT_NAME = "checkpoint.w2v"
@@ -257,7 +257,7 @@ def _saved_alpha(ckpt: dict) -> float:
     saved = from_dict(ckpt["config"])
     if saved.train.alpha is not None:
         return saved.train.alpha
-    return 0.05 if saved.model.model == "cbow" else 0.025
+    return default_alpha(saved.model.model, "sgd")
 
 
 def _saved_slices(ckpt: dict) -> int:
