@@ -145,6 +145,19 @@ def test_a_checkpoint_without_a_recorded_rate_resumes_at_the_rate_it_started_wit
     assert fresh.config.train.alpha == 0.1  # a new run records the default it resolved
 
 
+def test_a_resume_without_a_batch_size_keeps_the_checkpoints(topic_corpus, tmp_path):
+    # the default batch size depends on the platform (4096 on CPU, 16384 on GPU): a resume that
+    # does not name one continues with the run's own instead of refusing the platform's
+    cfg = _cfg(epochs=2, batch_size=128, steps_per_call=2, deterministic=True)
+    full = train(str(topic_corpus), cfg, progress=False)
+    train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=6)
+    unset = override(cfg, batch_size=None, steps_per_call=None)
+    resumed = train(str(topic_corpus), unset, out=tmp_path, resume=True, progress=False)
+    assert (resumed.config.train.batch_size, resumed.config.train.steps_per_call) == (128, 2)
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
+
+
 @pytest.mark.parametrize("model", ["sg", "cbow"])
 def test_adagrad_at_its_default_rate_learns_real_text(model):
     # At SGD's rate (0.025) Adagrad's steps shrink before the vectors leave their common early

@@ -489,7 +489,8 @@ def device_defaults(cfg):
     """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
     are ``None`` (:data:`DEVICE_BATCH`; B rounded up to a multiple of ``devices`` and of
     ``corpus_slices``). Values the
-    config gives are kept. :func:`w2v_jax.train` calls it once, before anything else."""
+    config gives are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train` calls it
+    once, before the step is chosen."""
     t = cfg.train
     if t.batch_size is not None and t.steps_per_call is not None:
         return cfg

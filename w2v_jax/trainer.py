@@ -243,12 +243,22 @@ def _with_slices(cfg: Config, ckpt: dict | None, processes: int) -> Config:
     return override(cfg, corpus_slices=n)
 
 
-def _with_alpha(cfg: Config, ckpt: dict | None) -> Config:
-    """``cfg`` with its starting rate written out (so ``config.json`` and the checkpoint record
-    it): as given, else the checkpoint's, else :func:`~w2v_jax.config.default_alpha`."""
-    if cfg.train.alpha is not None:
-        return cfg
-    return override(cfg, alpha=cfg.alpha if ckpt is None else _saved_alpha(ckpt))
+def _with_saved_defaults(cfg: Config, ckpt: dict | None) -> Config:
+    """``cfg`` with the settings whose default depends on something (the optimizer, the
+    platform) taken from the checkpoint being resumed where the config leaves them unset, so
+    that ``--resume`` alone continues the run as it was (a GPU run's batch size on a CPU, say).
+    The starting rate is written out for a fresh run too (``config.json`` and the checkpoint
+    record it); the batch size and steps per call are :func:`w2v_jax.step.device_defaults`'."""
+    t = cfg.train
+    if ckpt is None:
+        return cfg if t.alpha is not None else override(cfg, alpha=cfg.alpha)
+    saved = from_dict(ckpt["config"]).train
+    return override(
+        cfg,
+        alpha=t.alpha if t.alpha is not None else _saved_alpha(ckpt),
+        batch_size=t.batch_size if t.batch_size is not None else saved.batch_size,
+        steps_per_call=t.steps_per_call if t.steps_per_call is not None else saved.steps_per_call,
+    )
 
 
 def _saved_alpha(ckpt: dict) -> float:
@@ -587,14 +597,14 @@ def train(
       A :class:`TrainResult`.
     """
     # Prepare: resolve every name of the config into a value, once.
-    # batch_size/steps_per_call None: the platform's (step.device_defaults; 4096 x 8 on CPU).
+    # batch_size/steps_per_call None: the checkpoint's on --resume, else the platform's
+    # (step.device_defaults; 4096 x 8 on CPU).
     cfg = validate(config if config is not None else Config())
     source = corpus
     if isinstance(corpus, (str, Path)) and _named_corpus(corpus):
         # A named corpus is prepared before JAX starts its runtime threads (device_defaults
         # below does): gensim's WikiCorpus forks worker processes, unsafe in a threaded process.
         source = _resolve(corpus, cfg)
-    cfg = step_lib.device_defaults(cfg)
     ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
     ckpt = None
     if resume:
@@ -602,7 +612,7 @@ def train(
             raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
         # several processes: each maps the file and reads only the rows of its own shards
         ckpt = load_checkpoint(ckpt_path, mmap=jax.process_count() > 1)
-    cfg = _with_alpha(cfg, ckpt)
+    cfg = step_lib.device_defaults(_with_saved_defaults(cfg, ckpt))
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
     if mesh is None:
