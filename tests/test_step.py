@@ -257,6 +257,13 @@ def test_combined_duplicates_write_no_vocab_sized_buffer(model, loss):
 def test_device_defaults_fill_only_what_the_config_leaves_open(monkeypatch):
     cpu = step_lib.device_defaults(Config())
     assert (cpu.train.batch_size, cpu.train.steps_per_call) == (4096, 8)
+    # the fused kernel's batch is only its call size (pairs are applied one by one)
+    fused = step_lib.device_defaults(Config(), "fused")
+    assert (fused.train.batch_size, fused.train.steps_per_call) == (16384, 8)
+    assert (
+        step_lib.device_defaults(override(Config(), batch_size=4096), "fused").train.batch_size
+        == 4096
+    )
     monkeypatch.setattr(step_lib, "_platform", lambda: "gpu")
     gpu = step_lib.device_defaults(Config())
     assert (gpu.train.batch_size, gpu.train.steps_per_call) == (16384, 16)

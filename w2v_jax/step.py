@@ -483,18 +483,25 @@ def _platform() -> str:
 # few steps, against 0.25 / 0.15 at 4096; B=16384 gave 0.22 / 0.11 (BENCHMARKS.md). GPU speed
 # is not yet measured (bench/gpu.sh is the check; no GPU has been lent to this project).
 DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (16384, 16)}
+# The fused kernel applies its pairs one after another, so its batch is only how many pairs one
+# call hands it, not a synchronous step. On several threads each call pays a start-up (the second
+# thread waiting for a core, about half a millisecond here): 16384 pairs per call trained the
+# default corpus 16% faster than 4096 on 2 threads, at equal quality (BENCHMARKS.md).
+FUSED_BATCH = 16384
 
 
-def device_defaults(cfg):
+def device_defaults(cfg, update: str | None = None):
     """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
-    are ``None`` (:data:`DEVICE_BATCH`; B rounded up to a multiple of ``devices`` and of
-    ``corpus_slices``). Values the
-    config gives are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train` calls it
-    once, before the step is chosen."""
+    are ``None`` (:data:`DEVICE_BATCH`; :data:`FUSED_BATCH` pairs for ``update="fused"``; B
+    rounded up to a multiple of ``devices`` and of ``corpus_slices``). Values the config gives
+    are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train` calls it once, when the
+    step is chosen."""
     t = cfg.train
     if t.batch_size is not None and t.steps_per_call is not None:
         return cfg
     b, s = DEVICE_BATCH.get(_platform(), DEVICE_BATCH["cpu"])
+    if update == "fused":
+        b = FUSED_BATCH
     m = math.lcm(t.devices, t.corpus_slices or 1)  # every device and every slice gets B / n
     b = -(-b // m) * m
     return override(

@@ -597,8 +597,8 @@ def train(
       A :class:`TrainResult`.
     """
     # Prepare: resolve every name of the config into a value, once.
-    # batch_size/steps_per_call None: the checkpoint's on --resume, else the platform's
-    # (step.device_defaults; 4096 x 8 on CPU).
+    # batch_size/steps_per_call None: the checkpoint's on --resume, else the platform's and the
+    # step's (step.device_defaults; 4096 x 8 on CPU, 16384 x 8 for the fused kernel).
     cfg = validate(config if config is not None else Config())
     source = corpus
     if isinstance(corpus, (str, Path)) and _named_corpus(corpus):
@@ -612,14 +612,16 @@ def train(
             raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
         # several processes: each maps the file and reads only the rows of its own shards
         ckpt = load_checkpoint(ckpt_path, mmap=jax.process_count() > 1)
-    cfg = step_lib.device_defaults(_with_saved_defaults(cfg, ckpt))
+    cfg = _with_saved_defaults(cfg, ckpt)
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
     if mesh is None:
         resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
         update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
+        cfg = step_lib.device_defaults(cfg, update)
         one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
     else:
+        cfg = step_lib.device_defaults(cfg)
         update, update_reason, one_step = _sharded_step(cfg, mesh, objective, inputs, tx)
     if progress:
         print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
