@@ -67,7 +67,7 @@ class TrainConfig:
     alpha: float | None = None  # None: default_alpha(model, optimizer)
     min_alpha: float = 1e-4  # word2vec.c: alpha never falls below starting_alpha * 1e-4
     optimizer: str = "sgd"  # sgd with linear decay (word2vec.c), or a row-sparse optax rule
-    batch_size: int | None = None  # B pairs/windows per step; None: 4096 CPU, 16384 GPU (*)
+    batch_size: int | None = None  # pairs/windows per step; None: 4096 CPU, 16384 fused or GPU (*)
     steps_per_call: int | None = None  # lax.scan length per device call; None: 8 CPU, 16 GPU (*)
     update: str = "auto"  # fused C kernel where it applies on CPU, else "sparse" row scatter-add
     grad: str = "manual"  # "manual": gradients.py; "autodiff": jax.grad of losses.py
