@@ -145,11 +145,14 @@ def _topic_corpus(path: Path) -> Path:
     return path
 
 
-def _train_args(corpus: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
+def _train_args(
+    corpus: Path, out: Path, *extra: str, epochs: int = 2, batch: str | None = "64"
+) -> list[str]:
     return [
         sys.executable, "-m", "w2v_jax.cli", "train", "--corpus", str(corpus), "--out", str(out),
         "--min-count", "1", "--sample", "0", "--dim", "8", "--epochs", str(epochs),
-        "--batch-size", "64", "--steps-per-call", "2", "--format", "text", "--quiet",
+        *(("--batch-size", batch) if batch is not None else ()),
+        "--steps-per-call", "2", "--format", "text", "--quiet",
         *extra,
     ]  # fmt: skip
 
@@ -160,7 +163,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _processes(corpus, out, *extra, epochs=2, ranks=(0, 1), n=2, timeout=15):
+def _processes(corpus, out, *extra, epochs=2, ranks=(0, 1), n=2, timeout=15, batch="64"):
     """Starts ``w2v-jax train`` as ranks of an n-process run; returns the Popen objects."""
     port = _free_port()
     return [
@@ -178,6 +181,7 @@ def _processes(corpus, out, *extra, epochs=2, ranks=(0, 1), n=2, timeout=15):
                 str(timeout),
                 *extra,
                 epochs=epochs,
+                batch=batch,
             ),
             env=_env(),
             stdout=subprocess.PIPE,
@@ -227,6 +231,23 @@ def test_two_processes_train_what_one_process_on_two_devices_does(tmp_path):
 
     kv = KeyedVectors.load_word2vec_format(str(tmp_path / "mh" / "vectors.txt"))
     assert len(kv.index_to_key) == 24
+
+
+def test_three_processes_round_the_default_batch_to_their_slices(tmp_path):
+    # one corpus slice per process by default: the default batch size (4096 on CPU) must be
+    # rounded to a multiple of 3 before any slice is cut, not refused
+    corpus = _topic_corpus(tmp_path / "c.txt")
+    results = _finish(
+        _processes(corpus, tmp_path / "mh", epochs=1, ranks=(0, 1, 2), n=3, batch=None)
+    )
+    if any(rc != 0 for rc, _, _ in results) and any(
+        m in err.lower() for _, _, err in results for m in _NO_BACKEND
+    ):
+        pytest.skip("this jaxlib has no cross-process CPU collectives")
+    assert [rc for rc, _, _ in results] == [0, 0, 0], results
+    saved = json.loads((tmp_path / "mh" / "config.json").read_text())
+    assert saved["train"]["corpus_slices"] == 3
+    assert saved["train"]["batch_size"] == 4098  # the least multiple of 3 from 4096
 
 
 def test_a_lone_process_and_mismatched_processes_fail_with_one_line(tmp_path):

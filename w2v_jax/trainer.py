@@ -615,6 +615,8 @@ def train(
     cfg = _with_saved_defaults(cfg, ckpt)
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
+    # before device_defaults, whose batch size every slice must divide
+    cfg = _with_slices(cfg, ckpt, jax.process_count() if mesh is not None else 1)
     if mesh is None:
         resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
         update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
@@ -626,7 +628,6 @@ def train(
     if progress:
         print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
     identity = _run_identity(cfg, objective, tx, update)
-    cfg = _with_slices(cfg, ckpt, jax.process_count() if mesh is not None else 1)
     if ckpt is not None:
         _check_resumable(ckpt, cfg, identity, ckpt_path)
         vocab = _vocab_of(ckpt)
