@@ -234,44 +234,34 @@ def _grouped(stream: Iterator, size: int) -> Iterator[list]:
         yield group
 
 
-def _with_slices(cfg: Config, ckpt: dict | None, processes: int) -> Config:
-    """``cfg`` with ``corpus_slices`` resolved: as given, else the checkpoint's (1 for one
-    written before slices existed), else one per process."""
-    n = cfg.train.corpus_slices
-    if n is None:
-        n = processes if ckpt is None else _saved_slices(ckpt)
-    return override(cfg, corpus_slices=n)
-
-
-def _with_saved_defaults(cfg: Config, ckpt: dict | None) -> Config:
-    """``cfg`` with the settings whose default depends on something (the optimizer, the
-    platform) taken from the checkpoint being resumed where the config leaves them unset, so
-    that ``--resume`` alone continues the run as it was (a GPU run's batch size on a CPU, say).
-    The starting rate is written out for a fresh run too (``config.json`` and the checkpoint
-    record it); the batch size and steps per call are :func:`w2v_jax.step.device_defaults`'."""
-    t = cfg.train
+def _with_saved_defaults(cfg: Config, ckpt: dict | None, processes: int) -> Config:
+    """``cfg`` with the settings whose default depends on the run (the optimizer, the platform,
+    the process count) filled in where the config leaves them unset: on ``--resume`` from the
+    checkpoint, so that ``--resume`` alone continues the run as it was (a GPU run's batch size
+    on a CPU, say); in a fresh run the starting rate (so ``config.json`` and the checkpoint
+    record it) and one corpus slice per process. The batch size and steps per call of a fresh
+    run are :func:`w2v_jax.step.device_defaults`'."""
     if ckpt is None:
-        return cfg if t.alpha is not None else override(cfg, alpha=cfg.alpha)
-    saved = from_dict(ckpt["config"]).train
-    return override(
-        cfg,
-        alpha=t.alpha if t.alpha is not None else _saved_alpha(ckpt),
-        batch_size=t.batch_size if t.batch_size is not None else saved.batch_size,
-        steps_per_call=t.steps_per_call if t.steps_per_call is not None else saved.steps_per_call,
-    )
+        fill = {"alpha": cfg.alpha, "corpus_slices": processes}
+    else:
+        saved = _saved_config(ckpt).train
+        names = ("alpha", "batch_size", "steps_per_call", "corpus_slices")
+        fill = {name: getattr(saved, name) for name in names}
+    return override(cfg, **{k: v for k, v in fill.items() if getattr(cfg.train, k) is None})
 
 
-def _saved_alpha(ckpt: dict) -> float:
-    """The rate a checkpoint's run started at. One whose config leaves it unset was written
-    when every optimizer defaulted to word2vec.c's rate (Adagrad included)."""
+def _saved_config(ckpt: dict) -> Config:
+    """The config of the run that wrote ``ckpt``, with what older checkpoints leave unset
+    filled in as it was then: one corpus slice, and word2vec.c's rate for every optimizer
+    (Adagrad included)."""
     saved = from_dict(ckpt["config"])
-    if saved.train.alpha is not None:
-        return saved.train.alpha
-    return default_alpha(saved.model.model, "sgd")
-
-
-def _saved_slices(ckpt: dict) -> int:
-    return ckpt["config"].get("train", {}).get("corpus_slices") or 1
+    return override(
+        saved,
+        corpus_slices=saved.train.corpus_slices or 1,
+        alpha=saved.train.alpha
+        if saved.train.alpha is not None
+        else default_alpha(saved.model.model, "sgd"),
+    )
 
 
 def _positions_of(ckpt: dict, slices: int, path: Path) -> tuple[batches_lib.Position, ...]:
@@ -420,9 +410,7 @@ def _check_resumable(ckpt: dict, cfg: Config, identity: dict, path: Path) -> Non
     Raises:
       CheckpointError: naming each difference with both values.
     """
-    ckpt_cfg = override(
-        from_dict(ckpt["config"]), corpus_slices=_saved_slices(ckpt), alpha=_saved_alpha(ckpt)
-    )
+    ckpt_cfg = _saved_config(ckpt)
     saved_id = {"update": ckpt_cfg.train.update, **ckpt.get("identity", {})}
     # The step that ran decides whether threads matter; a change of update is named anyway.
     fused = "fused" in (saved_id["update"], identity["update"])
@@ -612,11 +600,10 @@ def train(
             raise ValueError("--resume needs --out (the folder holding checkpoint.w2v)")
         # several processes: each maps the file and reads only the rows of its own shards
         ckpt = load_checkpoint(ckpt_path, mmap=jax.process_count() > 1)
-    cfg = _with_saved_defaults(cfg, ckpt)
-    objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     mesh = mesh if mesh is not None or cfg.train.devices == 1 else _local_mesh(cfg.train.devices)
-    # before device_defaults, whose batch size every slice must divide
-    cfg = _with_slices(cfg, ckpt, jax.process_count() if mesh is not None else 1)
+    # the corpus slices before device_defaults, whose batch size every slice must divide
+    cfg = _with_saved_defaults(cfg, ckpt, jax.process_count() if mesh is not None else 1)
+    objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
     if mesh is None:
         resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
         update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
