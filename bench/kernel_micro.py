@@ -17,6 +17,7 @@ for a T-thread row, T times it bounds what an idle T-core machine would give.
 Rows:
   fused 1T / 2T          w2v_jax.fused.sgns_update, num_threads 1 / 2 (Hogwild)
   fused 2T no-loss       the same without the per-pair loss (skips one log1p per target)
+  fused 2T deterministic the deterministic schedule (fixed ranges, shared rows merged)
   fused sampled 2T       sgns_update_sampled: negatives drawn in the kernel (alias table)
   fused 2T + jax.random  negatives drawn on device with jax.random (alias, as sampling.py) per step
   pure-JAX row-sparse    gather rows, closed-form row gradients in jnp, .at[].add scatter
@@ -130,6 +131,9 @@ def time_rows(v, d, b, k, args, rng):
         f"fused {t}T no-loss": jax.jit(
             partial(fused.sgns_update, num_threads=t, compute_loss=False), **donate
         ),
+        f"fused {t}T deterministic": jax.jit(
+            partial(fused.sgns_update, num_threads=t, deterministic=True), **donate
+        ),
         "pure-JAX row-sparse": jax.jit(pure_jax_step, **donate),
     }
 
@@ -154,7 +158,7 @@ def time_rows(v, d, b, k, args, rng):
             cv, ov, batches[i % 8][0], batches[i % 8][1], mask, lr, jnp.int32(i), prob, alias
         )
 
-    names = list(f_explicit)[:3] + [f"fused sampled {t}T", f"fused {t}T + jax.random"]
+    names = list(f_explicit)[:4] + [f"fused sampled {t}T", f"fused {t}T + jax.random"]
     names += ["pure-JAX row-sparse"]
     if args.only:
         names = [n for n in names if any(s in n for s in args.only)]

@@ -682,3 +682,209 @@ def test_cbow_hs_equals_sequential_loop():
     np.testing.assert_allclose(np.asarray(new_cv), cv_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(new_nv), nv_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(loss), loss_ref, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The deterministic multi-thread schedule
+
+
+def _ranges_merged(call, tables, mask, t, touched, mean_rows=(None, None)):
+    """The deterministic schedule by its definition, from one-thread calls.
+
+    Range w = pairs [w B / t, (w+1) B / t) runs alone from the call's tables (``call(mask)``
+    with the other ranges masked out). A row that one range touches takes that range's value; a
+    row that several touch becomes its old value plus their changes, summed in range order
+    (times 1/n for the rows of ``mean_rows[table]``, a set). ``touched(table, lo, hi)`` is the
+    set of rows of that table the live pairs in [lo, hi) use.
+    """
+    b = mask.shape[0]
+    bounds = [(b * w // t, b * (w + 1) // t) for w in range(t)]
+    outs = []
+    for lo, hi in bounds:
+        m = np.zeros_like(mask)
+        m[lo:hi] = mask[lo:hi]
+        outs.append([np.asarray(x) for x in call(m)])
+    merged = []
+    for k, base in enumerate(tables):
+        new = base.copy()
+        sets = [touched(k, lo, hi) for lo, hi in bounds]
+        for r in range(base.shape[0]):
+            ws = [w for w in range(t) if r in sets[w]]
+            if len(ws) == 1:
+                new[r] = outs[ws[0]][k][r]
+            elif ws:
+                acc = np.zeros(base.shape[1], F32)
+                for w in ws:
+                    acc += outs[w][k][r] - base[r]
+                mean = mean_rows[k] is not None and r in mean_rows[k]
+                new[r] = base[r] + (acc * F32(1.0 / len(ws)) if mean else acc)
+        merged.append(new)
+    loss = np.sum([o[-1] for o in outs], axis=0, dtype=F32)
+    return (*merged, loss)
+
+
+def _live(mask, lo, hi):
+    return [i for i in range(lo, hi) if mask[i] != 0]
+
+
+@pytest.mark.parametrize("t", [2, 3])
+def test_deterministic_sgns_is_its_ranges_merged_in_thread_order(t):
+    rng = np.random.default_rng(20)
+    v, d, b, k = 40, 12, 64 * 3 + 17, 5  # every range holds >= 64 pairs, so t threads run
+    cv, ov = _tables(rng, v, d)
+    center = rng.integers(0, v, b).astype(I32)
+    context = rng.integers(0, v, b).astype(I32)
+    negatives = rng.integers(0, v, (b, k)).astype(I32)
+    mask = np.ones(b, F32)
+    mask[[5, 100]] = 0.0
+
+    def call(m, threads=1):
+        return fused.sgns_update(
+            *(jnp.asarray(x) for x in (cv, ov, center, context, negatives, m)),
+            0.1,
+            num_threads=threads,
+            deterministic=True,
+        )
+
+    def touched(table, lo, hi):
+        live = _live(mask, lo, hi)
+        if table == 0:
+            return set(center[live].tolist())
+        return set(context[live].tolist()) | set(negatives[live].ravel().tolist())
+
+    want = _ranges_merged(call, (cv, ov), mask, t, touched)
+    got = call(mask, threads=t)
+    for x, y in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), y)
+    # Rows shared by ranges exist here (V = 40), so this differs from one thread.
+    assert not np.array_equal(np.asarray(got[1]), np.asarray(call(mask)[1]))
+
+
+def test_deterministic_cbow_ns_is_its_ranges_merged_in_thread_order():
+    rng = np.random.default_rng(21)
+    v, d, b, c, k, t = 30, 6, 200, 4, 3, 3
+    cv, ov = _tables(rng, v, d)
+    center = rng.integers(0, v, b).astype(I32)
+    context, cmask = _cbow_batch(rng, v, b, c)
+    negatives = rng.integers(0, v, (b, k)).astype(I32)
+    mask = np.ones(b, F32)
+
+    def call(m, threads=1):
+        return fused.cbow_ns_update(
+            *(jnp.asarray(x) for x in (cv, ov, center, context, cmask, negatives, m)),
+            0.1,
+            cbow_mean=True,
+            exact_grad=True,
+            num_threads=threads,
+            deterministic=True,
+        )
+
+    def touched(table, lo, hi):
+        live = [i for i in _live(mask, lo, hi) if cmask[i].any()]  # no context: skipped
+        if table == 0:
+            return {
+                int(x) for i in live for x, m in zip(context[i], cmask[i], strict=True) if m > 0
+            }
+        return set(center[live].tolist()) | set(negatives[live].ravel().tolist())
+
+    want = _ranges_merged(call, (cv, ov), mask, t, touched)
+    for x, y in zip(call(mask, threads=t), want, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), y)
+
+
+def test_deterministic_hs_averages_the_hot_nodes_and_sums_the_rest():
+    rng = np.random.default_rng(22)
+    v, d, b, path_len, t = 80, 8, 300, 6, 2
+    n_nodes = v - 1
+    cv, _ = _tables(rng, v, d)
+    nv = (rng.normal(size=(n_nodes, d)) * 0.5).astype(F32)
+    points, codes, lengths = _random_paths(rng, v, n_nodes, path_len)
+    center = rng.integers(0, v, b).astype(I32)
+    context = rng.integers(0, v, b).astype(I32)
+    mask = np.ones(b, F32)
+
+    def call(m, threads=1):
+        return fused.sg_hs_update(
+            *(jnp.asarray(x) for x in (cv, nv, center, context, points, codes, lengths, m)),
+            0.2,
+            num_threads=threads,
+            deterministic=True,
+        )
+
+    def touched(table, lo, hi):
+        live = _live(mask, lo, hi)
+        if table == 0:
+            return set(center[live].tolist())
+        return {int(p) for i in live for p in points[context[i], : lengths[context[i]]]}
+
+    hot = set(range(n_nodes - 64, n_nodes))  # the kernel's 64 nodes nearest the root
+    want = _ranges_merged(call, (cv, nv), mask, t, touched, mean_rows=(None, hot))
+    got = [np.asarray(x) for x in call(mask, threads=t)]
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[2], want[2])
+    cold = sorted(set(range(n_nodes)) - hot)
+    np.testing.assert_array_equal(got[1][cold], want[1][cold])
+    # the mean's 1/n may be fused into one multiply-add: equal up to one rounding
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-7)
+
+
+def test_deterministic_sampled_draws_the_same_negatives_and_repeats_bit_for_bit():
+    rng = np.random.default_rng(23)
+    v, d, b, k = 50, 10, 4000, 5
+    cv, ov = _tables(rng, v, d)
+    prob, alias = fused.alias_table(rng.random(v) + 0.1)
+    p, a = jnp.asarray(prob), jnp.asarray(alias)
+    seed = fused.seed_words(jax.random.key(3))
+    center = jnp.asarray(rng.integers(0, v, b).astype(I32))
+    context = jnp.asarray(rng.integers(0, v, b).astype(I32))
+    mask = jnp.ones(b, jnp.float32)
+    kw = dict(num_threads=4, deterministic=True)
+    explicit = fused.sgns_update(
+        jnp.asarray(cv),
+        jnp.asarray(ov),
+        center,
+        context,
+        fused.alias_sample(p, a, seed, (b, k)),
+        mask,
+        0.05,
+        **kw,
+    )
+    for _ in range(3):  # 4 threads on any number of cores: no timing reaches the numbers
+        sampled = fused.sgns_update_sampled(
+            jnp.asarray(cv),
+            jnp.asarray(ov),
+            center,
+            context,
+            mask,
+            p,
+            a,
+            seed,
+            0.05,
+            negative=k,
+            **kw,
+        )
+        for x, y in zip(explicit, sampled, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_deterministic_rejects_a_bad_alias_entry():
+    rng = np.random.default_rng(24)
+    v, d, b = 20, 4, 512
+    cv, ov = _tables(rng, v, d)
+    prob, alias = fused.alias_table(np.ones(v))
+    alias[3], prob[3] = 99, 0.0  # column 3 always takes its (out-of-range) alias
+    with pytest.raises(Exception, match="alias_idx holds out-of-range entries"):
+        fused.sgns_update_sampled(
+            jnp.asarray(cv),
+            jnp.asarray(ov),
+            jnp.asarray(rng.integers(0, v, b).astype(I32)),
+            jnp.asarray(rng.integers(0, v, b).astype(I32)),
+            jnp.ones(b, jnp.float32),
+            jnp.asarray(prob),
+            jnp.asarray(alias),
+            jnp.array([1, 2], jnp.uint32),
+            0.1,
+            negative=5,
+            num_threads=2,
+            deterministic=True,
+        )

@@ -12,7 +12,10 @@ the short version:
 * negatives equal to the positive are kept (word2vec.c skips them).
 * ``loss[i]`` is the pair's SGNS loss on the values before its update (0 where ``mask == 0``).
 * ``num_threads=1`` is sequential and deterministic; more threads race on shared rows (accepted,
-  as in word2vec.c), so results then depend on timing.
+  as in word2vec.c), so results then depend on timing, unless ``deterministic=True``: then each
+  thread takes a fixed range of the batch, and a row that several ranges touch is updated in
+  private copies that are merged in thread order at the end of the call (bit-reproducible for a
+  given thread count; at most 32 threads).
 * the tables are updated in place (``input_output_aliases``): inside ``jax.jit(...,
   donate_argnums=...)`` no table is copied. Without donation XLA copies the table first.
 * CPU only: the targets are registered for the ``cpu`` platform, so use them when the tables
@@ -374,6 +377,7 @@ def sgns_update(
     lr,
     *,
     num_threads: int | None = None,
+    deterministic: bool = False,
     compute_loss: bool = True,
 ):
     """One fused skip-gram SGNS SGD pass over a batch of pairs, in place.
@@ -387,6 +391,7 @@ def sgns_update(
       mask: [B] float32, 0 for padding (the pair is skipped), else scales the step.
       lr: scalar learning rate.
       num_threads: kernel threads (default: the usable cores); 1 is deterministic.
+      deterministic: with more threads, the deterministic schedule instead of Hogwild.
       compute_loss: False skips the log1p per target and returns zeros.
 
     Returns:
@@ -407,6 +412,7 @@ def sgns_update(
         b,
         (center, context, negatives, mask, _lr(lr)),
         num_threads=_threads(num_threads),
+        deterministic=np.int64(bool(deterministic)),
         compute_loss=np.int64(bool(compute_loss)),
     )
 
@@ -424,6 +430,7 @@ def sgns_update_sampled(
     *,
     negative: int,
     num_threads: int | None = None,
+    deterministic: bool = False,
     compute_loss: bool = True,
 ):
     """:func:`sgns_update` with the K negatives drawn inside the kernel from an alias table.
@@ -455,6 +462,7 @@ def sgns_update_sampled(
         b,
         (center, context, mask, alias_prob, alias_idx, _seed(seed), _lr(lr)),
         num_threads=_threads(num_threads),
+        deterministic=np.int64(bool(deterministic)),
         compute_loss=np.int64(bool(compute_loss)),
         negative=np.int64(int(negative)),
     )
@@ -485,6 +493,7 @@ def sg_hs_update(
     lr,
     *,
     num_threads: int | None = None,
+    deterministic: bool = False,
     compute_loss: bool = True,
 ):
     """Fused skip-gram hierarchical-softmax SGD pass, in place.
@@ -514,6 +523,7 @@ def sg_hs_update(
         b,
         (center, context, points, codes, lengths, mask, _lr(lr)),
         num_threads=_threads(num_threads),
+        deterministic=np.int64(bool(deterministic)),
         compute_loss=np.int64(bool(compute_loss)),
     )
 
@@ -531,6 +541,7 @@ def cbow_ns_update(
     cbow_mean: bool = True,
     exact_grad: bool = False,
     num_threads: int | None = None,
+    deterministic: bool = False,
     compute_loss: bool = True,
 ):
     """Fused CBOW SGNS pass, in place: h = mean (or sum) of center_vecs[context slots with
@@ -557,6 +568,7 @@ def cbow_ns_update(
         b,
         (center, context, context_mask, negatives, mask, _lr(lr)),
         num_threads=_threads(num_threads),
+        deterministic=np.int64(bool(deterministic)),
         compute_loss=np.int64(bool(compute_loss)),
         cbow_mean=np.int64(bool(cbow_mean)),
         exact_grad=np.int64(bool(exact_grad)),
@@ -579,6 +591,7 @@ def cbow_ns_update_sampled(
     cbow_mean: bool = True,
     exact_grad: bool = False,
     num_threads: int | None = None,
+    deterministic: bool = False,
     compute_loss: bool = True,
 ):
     """:func:`cbow_ns_update` with in-kernel alias-table negatives (as sgns_update_sampled)."""
@@ -599,6 +612,7 @@ def cbow_ns_update_sampled(
         b,
         (center, context, context_mask, mask, alias_prob, alias_idx, _seed(seed), _lr(lr)),
         num_threads=_threads(num_threads),
+        deterministic=np.int64(bool(deterministic)),
         compute_loss=np.int64(bool(compute_loss)),
         negative=np.int64(int(negative)),
         cbow_mean=np.int64(bool(cbow_mean)),
@@ -621,6 +635,7 @@ def cbow_hs_update(
     cbow_mean: bool = True,
     exact_grad: bool = False,
     num_threads: int | None = None,
+    deterministic: bool = False,
     compute_loss: bool = True,
 ):
     """Fused CBOW hierarchical-softmax pass, in place (targets: the Huffman path of ``center``)."""
@@ -637,6 +652,7 @@ def cbow_hs_update(
         b,
         (center, context, context_mask, points, codes, lengths, mask, _lr(lr)),
         num_threads=_threads(num_threads),
+        deterministic=np.int64(bool(deterministic)),
         compute_loss=np.int64(bool(compute_loss)),
         cbow_mean=np.int64(bool(cbow_mean)),
         exact_grad=np.int64(bool(exact_grad)),
@@ -647,7 +663,7 @@ def cbow_hs_update(
 # The training step on the kernels: same signature as w2v_jax.step.make_step.
 
 
-def _sg_sgns(p, c, batch, seed, lr, inputs, negative, threads):
+def _sg_sgns(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
     return sgns_update_sampled(
         p["center_vecs"],
         p["outside_vecs"],
@@ -660,10 +676,11 @@ def _sg_sgns(p, c, batch, seed, lr, inputs, negative, threads):
         lr,
         negative=negative,
         num_threads=threads,
+        deterministic=deterministic,
     )
 
 
-def _sg_hs(p, c, batch, seed, lr, inputs, negative, threads):
+def _sg_hs(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
     return sg_hs_update(
         p["center_vecs"],
         p["node_vecs"],
@@ -675,10 +692,11 @@ def _sg_hs(p, c, batch, seed, lr, inputs, negative, threads):
         batch["mask"],
         lr,
         num_threads=threads,
+        deterministic=deterministic,
     )
 
 
-def _cbow_sgns(p, c, batch, seed, lr, inputs, negative, threads):
+def _cbow_sgns(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
     return cbow_ns_update_sampled(
         p["center_vecs"],
         p["outside_vecs"],
@@ -694,10 +712,11 @@ def _cbow_sgns(p, c, batch, seed, lr, inputs, negative, threads):
         cbow_mean=inputs.mean,
         exact_grad=inputs.rule == "exact",
         num_threads=threads,
+        deterministic=deterministic,
     )
 
 
-def _cbow_hs(p, c, batch, seed, lr, inputs, negative, threads):
+def _cbow_hs(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
     return cbow_hs_update(
         p["center_vecs"],
         p["node_vecs"],
@@ -712,6 +731,7 @@ def _cbow_hs(p, c, batch, seed, lr, inputs, negative, threads):
         cbow_mean=inputs.mean,
         exact_grad=inputs.rule == "exact",
         num_threads=threads,
+        deterministic=deterministic,
     )
 
 
@@ -755,20 +775,31 @@ def unsupported(objective, inputs, tx) -> str | None:
     return None
 
 
-def make_step(objective, inputs, tx, *, threads: int | None = None, negative: int | None = None):
+def make_step(
+    objective,
+    inputs,
+    tx,
+    *,
+    threads: int | None = None,
+    negative: int | None = None,
+    deterministic: bool = False,
+):
     """The training step on the kernels: ``(state, consts, batch, key) -> (state, metrics)``.
 
     word2vec.c's own rule: pairs are applied one after another (each at fresh parameters), on
-    ``threads`` threads that share the tables without locks (Hogwild, as word2vec.c and gensim
-    do), with the exact sigmoid. Negatives are drawn inside the kernel from the objective's alias
-    table, seeded from the step's key. With ``threads=1`` the update is deterministic; with more,
-    rows that two threads touch at once make it timing-dependent. ``grad_norm`` is reported as 0
-    (the kernels never form the gradient).
+    ``threads`` threads, with the exact sigmoid. Negatives are drawn inside the kernel from the
+    objective's alias table, seeded from the step's key. The threads share the tables without
+    locks (Hogwild, as word2vec.c and gensim do), so rows that two threads touch at once make the
+    result timing-dependent; with ``deterministic`` they take fixed ranges of each batch and the
+    rows several ranges touch are merged in thread order instead, so the result depends on the
+    thread count but not on timing. ``threads=1`` is sequential and deterministic either way.
+    ``grad_norm`` is reported as 0 (the kernels never form the gradient).
 
     Args:
       objective, inputs, tx: as :func:`w2v_jax.step.make_step`; ``tx`` must be plain SGD.
       threads: kernel threads (``None``: every usable core).
       negative: K for SGNS (the width of the objective's targets); unused for HS.
+      deterministic: the deterministic schedule (see ``kernels/w2v_kernels.cc``).
 
     Raises:
       ValueError: naming what the kernels do not implement (:func:`unsupported`).
@@ -784,7 +815,15 @@ def make_step(objective, inputs, tx, *, threads: int | None = None, negative: in
         key = jax.random.fold_in(key, state.step)
         lr = tx.schedule(batch["progress"]).astype(jnp.float32)
         *tables, loss_B = kernel(
-            state.params, consts, batch, seed_words(key), lr, inputs, negative, threads
+            state.params,
+            consts,
+            batch,
+            seed_words(key),
+            lr,
+            inputs,
+            negative,
+            threads,
+            deterministic,
         )
         params = dict(zip(("center_vecs", objective.table), tables, strict=True))
         metrics = {

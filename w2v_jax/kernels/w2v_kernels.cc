@@ -55,6 +55,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -552,9 +554,18 @@ inline void update_all(const float* h, float* const* rows, const float* g, int n
   }
 }
 
-template <class In, class Tgt>
+// Input rows straight from the table (the Hogwild schedule and T = 1).
+struct TableRows {
+  float* table;
+  int64_t d;
+  float* row(int32_t id) const { return table + static_cast<int64_t>(id) * d; }
+};
+
+// `inr` and `out` say where each input / output row lives for this thread (TableRows, OutRows,
+// or the deterministic schedule's SplitRows).
+template <class In, class Tgt, class InRows, class OutMap>
 void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common& cm,
-               const OutRows& out) {
+               const InRows& inr, const OutMap& out) {
   if (lo >= hi) return;
   const int64_t d = cm.d;
   const int64_t max_t = std::max<int64_t>(tg.max_tgt(), 1);
@@ -589,7 +600,7 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
     if (i + kPrefetchPairs < hi) {
       PairBuf& ahead = ring[(i + kPrefetchPairs - lo) % kRing];
       load(i + kPrefetchPairs, ahead);
-      for (int j = 0; j < ahead.n_in; ++j) prefetch_row(cm.in_tab + ahead.in_ids[j] * d, d);
+      for (int j = 0; j < ahead.n_in; ++j) prefetch_row(inr.row(ahead.in_ids[j]), d);
       for (int j = 0; j < ahead.n_tgt; ++j) prefetch_row(out.row(ahead.tgt_ids[j]), d);
     }
     const PairBuf& cur = ring[(i - lo) % kRing];
@@ -600,7 +611,7 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
     }
     const int n_in = cur.n_in, n_t = cur.n_tgt;
     const float alpha = cm.lr * m;
-    float* in_row0 = cm.in_tab + static_cast<int64_t>(cur.in_ids[0]) * d;
+    float* in_row0 = inr.row(cur.in_ids[0]);
 
     // Distinct target rows (SGNS may repeat one; a Huffman path never does).
     int nu = 0;
@@ -627,7 +638,7 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
     if (n_in > 1) {
       std::memcpy(hbuf.data(), in_row0, d * sizeof(float));
       for (int j = 1; j < n_in; ++j)
-        axpy(1.0f, cm.in_tab + static_cast<int64_t>(cur.in_ids[j]) * d, hbuf.data(), d);
+        axpy(1.0f, inr.row(cur.in_ids[j]), hbuf.data(), d);
       if (cm.cbow_mean) {
         const float inv = 1.0f / static_cast<float>(n_in);
         for (int64_t j = 0; j < d; ++j) hbuf[j] *= inv;
@@ -677,7 +688,7 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
       update_all(h, urows.data(), gsum.data(), nu, d, neu1e.data(), hcoef);
       const float scale = (cm.cbow_mean && cm.exact_grad) ? 1.0f / n_in : 1.0f;
       for (int j = 0; j < n_in; ++j)
-        axpy(scale, neu1e.data(), cm.in_tab + static_cast<int64_t>(cur.in_ids[j]) * d, d);
+        axpy(scale, neu1e.data(), inr.row(cur.in_ids[j]), d);
     }
     cm.loss[i] = cm.want_loss ? lin + static_cast<float>(std::log1p(prod - 1.0)) : 0.0f;
   }
@@ -754,13 +765,332 @@ ffi::Error check_len(const char* name, int64_t got, int64_t want) {
     if (_e.failure()) return _e;        \
   } while (0)
 
+// ---------------------------------------------------------------------------------------------
+// Deterministic multi-thread schedule ("private shared rows").
+//
+// Hogwild's races make T > 1 depend on timing. This schedule removes them without locks. The
+// call's pairs are cut into T fixed contiguous ranges, range w for thread w, and:
+//  0. every thread lists the rows of both tables that its range touches (all ids are known
+//     before any update: the batch holds them and the negatives come from (seed, i, k));
+//  1. the rows listed by two or more ranges ("shared": frequent words, Huffman nodes near the
+//     root) are found and given a slot;
+//  2. each thread runs its range as the sequential kernel does, updating the rows only it
+//     touches in place and the shared rows in a private copy taken at the start of the call;
+//  3. each shared row becomes its old value plus the changes of the threads that touched it,
+//     added in thread order (HS's hot nodes: plus their mean, as in the Hogwild schedule).
+// So each range is word2vec.c's sequential pass, except that it does not see the other ranges'
+// updates of shared rows made in the same call. Nothing depends on timing: the result is a
+// function of (tables, batch, seed, lr, T), bit for bit. T = 1 is the sequential kernel.
+// The bookkeeping is bitsets over the vocabulary (V/8 bytes each, so they stay in cache where
+// the rows do not) and lists of the rows touched; the bits are cleared again at the end of the
+// call, so no V-sized array is cleared per call. A shared row records its threads in a 32-bit
+// mask: T <= 32.
+
+constexpr int64_t kMaxDeterministicThreads = 32;
+
+struct Bitset {
+  std::vector<uint64_t> words;
+  void fit(int64_t n) {
+    if (static_cast<int64_t>(words.size()) != (n + 63) / 64) words.assign((n + 63) / 64, 0);
+  }
+  bool test(int64_t i) const { return (words[i >> 6] >> (i & 63)) & 1; }
+  bool test_and_set(int64_t i) {  // one thread's own bitset: no atomics
+    uint64_t& w = words[i >> 6];
+    const uint64_t m = uint64_t{1} << (i & 63);
+    const bool was = w & m;
+    w |= m;
+    return was;
+  }
+  void clear(int64_t i) { words[i >> 6] &= ~(uint64_t{1} << (i & 63)); }
+  // For bitsets that several threads write (different bits of one word).
+  void set_atomic(int64_t i) {
+    __atomic_fetch_or(&words[i >> 6], uint64_t{1} << (i & 63), __ATOMIC_RELAXED);
+  }
+  void clear_atomic(int64_t i) {
+    __atomic_fetch_and(&words[i >> 6], ~(uint64_t{1} << (i & 63)), __ATOMIC_RELAXED);
+  }
+};
+
+// One thread's rows of one table in a call.
+struct ThreadRows {
+  Bitset mine;                   // the rows its range touches
+  std::vector<int32_t> touched;  // the same, in first-touch order
+  std::vector<int32_t> found;    // the shared rows it lists: those it is the lowest thread of
+  std::vector<uint32_t> found_threads;  // their thread masks
+  std::vector<float> priv;       // [shared, D] its copies of the shared rows it touches
+};
+
+// The rows of one table that a call's threads touch. Kept between calls (ScratchPool); every
+// bit set during a call is cleared before it returns.
+struct RowMarks {
+  Bitset shared_bits;           // the shared rows
+  std::vector<int32_t> slot;    // [V] a shared row's index into `shared` and the copies
+  std::vector<int32_t> shared;  // the shared rows in slot order
+  std::vector<uint32_t> threads_of;  // [shared] the threads that touch each
+  std::vector<ThreadRows> th;   // per thread
+
+  void fit(int64_t v, int64_t t) {
+    shared_bits.fit(v);
+    if (static_cast<int64_t>(slot.size()) != v) slot.assign(v, 0);
+    th.resize(t);
+    for (auto& r : th) {
+      r.mine.fit(v);
+      r.touched.clear();
+      r.found.clear();
+      r.found_threads.clear();
+    }
+  }
+  bool is_shared(int32_t id) const { return shared_bits.test(id); }
+  // Step 0, per id of thread w's range.
+  void touch(int32_t id, int64_t w) {
+    ThreadRows& r = th[w];
+    if (!r.mine.test_and_set(id)) r.touched.push_back(id);
+  }
+  // Step 1 (after all of step 0): the rows thread w shares with others; it lists those it is
+  // the lowest thread of, so each shared row is listed once.
+  void find_shared(int64_t w) {
+    ThreadRows& r = th[w];
+    const int64_t t = static_cast<int64_t>(th.size());
+    for (const int32_t id : r.touched) {
+      uint32_t mask = 0;
+      for (int64_t u = 0; u < t; ++u)
+        if (u == w || th[u].mine.test(id)) mask |= 1u << u;
+      if ((mask & (mask - 1)) == 0) continue;  // w alone
+      if ((mask & ((1u << w) - 1)) != 0) continue;  // a lower thread lists it
+      r.found.push_back(id);
+      r.found_threads.push_back(mask);
+      shared_bits.set_atomic(id);
+    }
+  }
+  // Step 1, then (one thread): slots in thread order, then each thread's listing order.
+  void assign_slots() {
+    shared.clear();
+    threads_of.clear();
+    for (const auto& r : th) {
+      shared.insert(shared.end(), r.found.begin(), r.found.end());
+      threads_of.insert(threads_of.end(), r.found_threads.begin(), r.found_threads.end());
+    }
+    for (size_t s = 0; s < shared.size(); ++s) slot[shared[s]] = static_cast<int32_t>(s);
+  }
+  // Step 2, before the range: thread w's copies of the shared rows it touches.
+  void copy_in(const float* table, int64_t d, int64_t w) {
+    ThreadRows& r = th[w];
+    r.priv.resize(shared.size() * d);
+    const size_t n = r.touched.size();
+    for (size_t k = 0; k < n; ++k) {
+      const int32_t id = r.touched[k];
+      if (!is_shared(id)) continue;
+      std::memcpy(r.priv.data() + static_cast<int64_t>(slot[id]) * d,
+                  table + static_cast<int64_t>(id) * d, d * sizeof(float));
+    }
+  }
+  // Step 3 for slots [lo, hi): row += the sum over its threads, in thread order, of
+  // (copy - row); times 1/n (n = its threads) for rows in `mean`. Then the slots' shared bits
+  // are cleared.
+  void merge(float* table, int64_t d, int64_t lo, int64_t hi, HotRange mean) {
+    const float* ps[kMaxDeterministicThreads];
+    for (int64_t s = lo; s < hi; ++s) {
+      if (s + 2 < hi) prefetch_row(table + static_cast<int64_t>(shared[s + 2]) * d, d);
+      const int32_t id = shared[s];
+      const uint32_t bits = threads_of[s];
+      int n = 0;
+      for (size_t w = 0; w < th.size(); ++w)
+        if (bits & (1u << w)) ps[n++] = th[w].priv.data() + s * d;
+      float* __restrict row = table + static_cast<int64_t>(id) * d;
+      const float scale = (id >= mean.lo && id < mean.hi) ? 1.0f / static_cast<float>(n) : 1.0f;
+      if (n == 2) {  // the common case, in one vectorised pass
+        const float* __restrict p0 = ps[0];
+        const float* __restrict p1 = ps[1];
+        for (int64_t j = 0; j < d; ++j) {
+          const float r = row[j];
+          float acc = 0.0f;
+          acc += p0[j] - r;
+          acc += p1[j] - r;
+          row[j] = r + acc * scale;
+        }
+      } else {
+        for (int64_t j = 0; j < d; ++j) {
+          const float r = row[j];
+          float acc = 0.0f;
+          for (int k = 0; k < n; ++k) acc += ps[k][j] - r;
+          row[j] = r + acc * scale;
+        }
+      }
+      shared_bits.clear_atomic(id);
+    }
+  }
+  // Step 3, too: thread w forgets the rows it touched (nobody reads its bitset any more).
+  void forget(int64_t w) {
+    ThreadRows& r = th[w];
+    for (const int32_t id : r.touched) r.mine.clear(id);
+  }
+};
+
+// Where thread w finds row `id` under the deterministic schedule: its copy if the row is
+// shared, else the table.
+struct SplitRows {
+  float* table;
+  const RowMarks* marks;
+  float* priv;
+  int64_t d;
+  float* row(int32_t id) const {
+    return marks->is_shared(id) ? priv + static_cast<int64_t>(marks->slot[id]) * d
+                                : table + static_cast<int64_t>(id) * d;
+  }
+  float* update_row(int32_t id) const { return row(id); }
+};
+
+struct Scratch {
+  RowMarks in, out;
+};
+
+// Scratch kept for the next call (one per concurrent call, e.g. one per simulated device).
+class ScratchPool {
+ public:
+  std::unique_ptr<Scratch> take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return std::make_unique<Scratch>();
+    auto s = std::move(free_.back());
+    free_.pop_back();
+    return s;
+  }
+  void give(std::unique_ptr<Scratch> s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(s));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Scratch>> free_;
+};
+
+ScratchPool& scratch_pool() {
+  static ScratchPool pool;
+  return pool;
+}
+
+// A reusable barrier for the threads of one call: spin briefly, then yield the core.
+class Barrier {
+ public:
+  explicit Barrier(int64_t n) : n_(n) {}
+  void wait() {
+    const uint64_t gen = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+      count_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spin = 0; gen_.load(std::memory_order_acquire) == gen; ++spin)
+      if (spin > 2000) std::this_thread::yield();
+  }
+
+ private:
+  const int64_t n_;
+  std::atomic<int64_t> count_{0};
+  std::atomic<uint64_t> gen_{0};
+};
+
+// Runs step(p, w) for phases p = 0..n_phases-1 and workers w = 0..t-1, every phase after all of
+// the one before, on t threads (the caller is w = 0). If the threads cannot be created, the
+// caller runs every (p, w) itself in that order, which gives the same result.
+template <class Step>
+void run_phases(int64_t t, int n_phases, Step&& step) {
+  std::atomic<int> go{0};  // 1: run, -1: the caller does everything
+  Barrier barrier(t);
+  auto worker = [&](int64_t w) {
+    int g;
+    while ((g = go.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
+    if (g < 0) return;
+    for (int p = 0; p < n_phases; ++p) {
+      step(p, w);
+      if (p + 1 < n_phases) barrier.wait();
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(t - 1);
+  bool ok = true;
+  for (int64_t w = 1; w < t && ok; ++w) {
+    try {
+      pool.emplace_back(worker, w);
+    } catch (...) {
+      ok = false;
+    }
+  }
+  go.store(ok ? 1 : -1, std::memory_order_release);
+  if (ok) {
+    worker(0);
+  } else {
+    for (int p = 0; p < n_phases; ++p)
+      for (int64_t w = 0; w < t; ++w) step(p, w);
+  }
+  for (auto& th : pool) th.join();
+}
+
+template <class In, class Tgt>
+void launch_deterministic(const In& in, const Tgt& tg, const Common& cm, int64_t b, int64_t v_in,
+                          int64_t v_out, int64_t t) {
+  const int64_t d = cm.d;
+  std::unique_ptr<Scratch> sc = scratch_pool().take();
+  RowMarks& ri = sc->in;
+  RowMarks& ro = sc->out;
+  ri.fit(v_in, t);
+  ro.fit(v_out, t);
+  const HotRange mean = tg.hot_range(v_out);
+  run_phases(t, 5, [&](int p, int64_t w) {
+    const int64_t lo = b * w / t, hi = b * (w + 1) / t;
+    if (p == 0) {  // the rows of this range
+      PairBuf pb;
+      pb.reserve(in.max_in(), tg.max_tgt());
+      for (int64_t i = lo; i < hi; ++i) {
+        if (cm.mask[i] == 0.0f) continue;
+        in.fill(i, pb);
+        if (pb.n_in == 0) continue;  // run_range skips the pair
+        tg.fill(i, pb);
+        for (int j = 0; j < pb.n_in; ++j) ri.touch(pb.in_ids[j], w);
+        for (int j = 0; j < pb.n_tgt; ++j) ro.touch(pb.tgt_ids[j], w);
+      }
+    } else if (p == 1) {
+      ri.find_shared(w);
+      ro.find_shared(w);
+    } else if (p == 2) {
+      if (w == 0) {
+        ri.assign_slots();
+        ro.assign_slots();
+      }
+    } else if (p == 3) {  // the range, sequentially
+      ri.copy_in(cm.in_tab, d, w);
+      ro.copy_in(cm.out_tab, d, w);
+      run_range(lo, hi, in, tg, cm, SplitRows{cm.in_tab, &ri, ri.th[w].priv.data(), d},
+                SplitRows{cm.out_tab, &ro, ro.th[w].priv.data(), d});
+    } else {  // this worker's share of the shared rows; then it clears its own bits
+      const int64_t ni = static_cast<int64_t>(ri.shared.size());
+      const int64_t no = static_cast<int64_t>(ro.shared.size());
+      ri.merge(cm.in_tab, d, ni * w / t, ni * (w + 1) / t, HotRange{});
+      ro.merge(cm.out_tab, d, no * w / t, no * (w + 1) / t, mean);
+      ri.forget(w);
+      ro.forget(w);
+    }
+  });
+  scratch_pool().give(std::move(sc));
+}
+
+constexpr int64_t kMinChunk = 64;
+
+// Checks the ids, then runs the call on effective_threads(b, threads) threads: Hogwild, or the
+// deterministic schedule (below) if `deterministic` and more than one thread.
 template <class In, class Tgt>
 ffi::Error launch(const In& in, const Tgt& tg, Common cm, int64_t b, int64_t v_in, int64_t v_out,
-                  int64_t threads) {
+                  int64_t threads, bool deterministic) {
   std::string err;
   if (!in.valid(b, v_in, err) || !tg.valid(b, v_out, err)) return ffi::Error::InvalidArgument(err);
-  constexpr int64_t kMinChunk = 64;
   const int64_t t = effective_threads(b, threads, kMinChunk);
+  if (deterministic && t > 1) {
+    if (t > kMaxDeterministicThreads)
+      return ffi::Error::InvalidArgument("the deterministic schedule runs at most " +
+                                         std::to_string(kMaxDeterministicThreads) + " threads");
+    launch_deterministic(in, tg, cm, b, v_in, v_out, t);
+    return ffi::Error::Success();
+  }
   const HotRange hr = t > 1 ? tg.hot_range(v_out) : HotRange{};
   const int64_t d = cm.d;
   const int64_t n_hot = hr.hi - hr.lo;
@@ -773,7 +1103,7 @@ ffi::Error launch(const In& in, const Tgt& tg, Common cm, int64_t b, int64_t v_i
   }
   parallel_chunks(b, t, kMinChunk, [&](int64_t w, int64_t lo, int64_t hi) {
     const bool own = n_hot > 0;
-    run_range(lo, hi, in, tg, cm,
+    run_range(lo, hi, in, tg, cm, TableRows{cm.in_tab, d},
               OutRows{cm.out_tab, own ? hot[w].data() : nullptr, own ? touched[w].data() : nullptr,
                       hr, d});
   });
@@ -797,13 +1127,50 @@ ffi::Error launch(const In& in, const Tgt& tg, Common cm, int64_t b, int64_t v_i
   return ffi::Error::Success();
 }
 
+// Draws n = i*K + k for pairs [0, b) into dst [b, K]; false if the alias table holds an
+// out-of-range entry (that draw is then 0).
+bool draw_negatives(uint64_t key, const float* prob, const int32_t* alias, int64_t v, int64_t b,
+                    int64_t k, int64_t threads, int32_t* dst) {
+  std::atomic<bool> bad{false};
+  parallel_chunks(b, threads, 4096, [&](int64_t, int64_t lo, int64_t hi) {
+    for (int64_t n = lo * k; n < hi * k; ++n) {
+      int32_t t = alias_draw(draw_bits(key, static_cast<uint64_t>(n)), prob, alias, v);
+      if (t < 0) {
+        bad.store(true, std::memory_order_relaxed);
+        t = 0;
+      }
+      dst[n] = t;
+    }
+  });
+  return !bad.load();
+}
+
+// The sampled SGNS kernels. The deterministic schedule marks every row before any update, so
+// there the negatives are drawn into a buffer first (the same draws) and the given-negatives
+// path runs on it; an alias table entry out of range then fails before any update.
+template <class In>
+ffi::Error launch_sampled(const In& in, const TgtNSSampled& tg, const Common& cm, int64_t b,
+                          int64_t v_in, int64_t v_out, int64_t threads, bool deterministic) {
+  if (!deterministic || effective_threads(b, threads, kMinChunk) <= 1) {
+    W2V_RETURN_IF_ERROR(launch(in, tg, cm, b, v_in, v_out, threads, false));
+    if (tg.bad_alias->load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+    return ffi::Error::Success();
+  }
+  std::string err;
+  if (!tg.valid(b, v_out, err)) return ffi::Error::InvalidArgument(err);
+  std::vector<int32_t> negs(b * tg.k);
+  if (!draw_negatives(tg.key, tg.prob, tg.alias, tg.v_alias, b, tg.k, threads, negs.data()))
+    return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+  return launch(in, TgtNS{tg.pos, negs.data(), tg.k}, cm, b, v_in, v_out, threads, true);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handlers.
 
 ffi::Error SgnsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> ov,
                           ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 1> context,
                           ffi::Buffer<ffi::S32, 2> negatives, ffi::Buffer<ffi::F32, 1> mask,
-                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t compute_loss,
+                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t deterministic, int64_t compute_loss,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
@@ -817,7 +1184,8 @@ ffi::Error SgnsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> 
             loss->typed_data(), compute_loss != 0, false, false};
   InSG in{center.typed_data()};
   TgtNS tg{context.typed_data(), negatives.typed_data(), k};
-  return launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads);
+  return launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads,
+                deterministic != 0);
 }
 
 ffi::Error SgnsSampledUpdateImpl(
@@ -825,7 +1193,8 @@ ffi::Error SgnsSampledUpdateImpl(
     ffi::Buffer<ffi::S32, 1> context, ffi::Buffer<ffi::F32, 1> mask,
     ffi::Buffer<ffi::F32, 1> alias_prob, ffi::Buffer<ffi::S32, 1> alias_idx,
     ffi::Buffer<ffi::U32, 1> seed, ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads,
-    int64_t compute_loss, int64_t negative, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+    int64_t deterministic, int64_t compute_loss, int64_t negative,
+    ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
     ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out, ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
   const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
   W2V_RETURN_IF_ERROR(check_table("outside_vecs", ov, d));
@@ -841,9 +1210,8 @@ ffi::Error SgnsSampledUpdateImpl(
   InSG in{center.typed_data()};
   TgtNSSampled tg{context.typed_data(), alias_prob.typed_data(), alias_idx.typed_data(),
                   alias_prob.dimensions()[0], key_from_seed(seed.typed_data()), negative, &bad};
-  W2V_RETURN_IF_ERROR(launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads));
-  if (bad.load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
-  return ffi::Error::Success();
+  return launch_sampled(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads,
+                        deterministic != 0);
 }
 
 ffi::Error AliasSampleImpl(ffi::Buffer<ffi::F32, 1> alias_prob, ffi::Buffer<ffi::S32, 1> alias_idx,
@@ -857,19 +1225,8 @@ ffi::Error AliasSampleImpl(ffi::Buffer<ffi::F32, 1> alias_prob, ffi::Buffer<ffi:
   const uint64_t key = key_from_seed(seed.typed_data());
   const float* prob = alias_prob.typed_data();
   const int32_t* alias = alias_idx.typed_data();
-  int32_t* dst = out->typed_data();
-  std::atomic<bool> bad{false};
-  parallel_chunks(b, num_threads, 4096, [&](int64_t, int64_t lo, int64_t hi) {
-    for (int64_t n = lo * k; n < hi * k; ++n) {
-      int32_t t = alias_draw(draw_bits(key, static_cast<uint64_t>(n)), prob, alias, v);
-      if (t < 0) {
-        bad.store(true, std::memory_order_relaxed);
-        t = 0;
-      }
-      dst[n] = t;
-    }
-  });
-  if (bad.load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+  if (!draw_negatives(key, prob, alias, v, b, k, num_threads, out->typed_data()))
+    return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
   return ffi::Error::Success();
 }
 
@@ -877,7 +1234,7 @@ ffi::Error SgHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> 
                           ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 1> context,
                           ffi::Buffer<ffi::S32, 2> points, ffi::Buffer<ffi::S32, 2> codes,
                           ffi::Buffer<ffi::S32, 1> lengths, ffi::Buffer<ffi::F32, 1> mask,
-                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t compute_loss,
+                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t deterministic, int64_t compute_loss,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> nv_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
@@ -894,14 +1251,15 @@ ffi::Error SgHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> 
   InSG in{center.typed_data()};
   TgtHS tg{context.typed_data(), points.typed_data(), codes.typed_data(), lengths.typed_data(),
            vw, l};
-  return launch(in, tg, cm, b, cv.dimensions()[0], nv.dimensions()[0], num_threads);
+  return launch(in, tg, cm, b, cv.dimensions()[0], nv.dimensions()[0], num_threads,
+                deterministic != 0);
 }
 
 ffi::Error CbowNsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> ov,
                             ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 2> context,
                             ffi::Buffer<ffi::F32, 2> context_mask,
                             ffi::Buffer<ffi::S32, 2> negatives, ffi::Buffer<ffi::F32, 1> mask,
-                            ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t compute_loss,
+                            ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t deterministic, int64_t compute_loss,
                             int64_t cbow_mean, int64_t exact_grad,
                             ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                             ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out,
@@ -918,7 +1276,8 @@ ffi::Error CbowNsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2
             loss->typed_data(), compute_loss != 0, cbow_mean != 0, exact_grad != 0};
   InCBOW in{context.typed_data(), context_mask.typed_data(), c};
   TgtNS tg{center.typed_data(), negatives.typed_data(), k};
-  return launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads);
+  return launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads,
+                deterministic != 0);
 }
 
 ffi::Error CbowNsSampledUpdateImpl(
@@ -926,7 +1285,7 @@ ffi::Error CbowNsSampledUpdateImpl(
     ffi::Buffer<ffi::S32, 2> context, ffi::Buffer<ffi::F32, 2> context_mask,
     ffi::Buffer<ffi::F32, 1> mask, ffi::Buffer<ffi::F32, 1> alias_prob,
     ffi::Buffer<ffi::S32, 1> alias_idx, ffi::Buffer<ffi::U32, 1> seed, ffi::Buffer<ffi::F32, 0> lr,
-    int64_t num_threads, int64_t compute_loss, int64_t negative, int64_t cbow_mean,
+    int64_t num_threads, int64_t deterministic, int64_t compute_loss, int64_t negative, int64_t cbow_mean,
     int64_t exact_grad, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
     ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out, ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
   const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
@@ -946,9 +1305,8 @@ ffi::Error CbowNsSampledUpdateImpl(
   InCBOW in{context.typed_data(), context_mask.typed_data(), c};
   TgtNSSampled tg{center.typed_data(), alias_prob.typed_data(), alias_idx.typed_data(),
                   alias_prob.dimensions()[0], key_from_seed(seed.typed_data()), negative, &bad};
-  W2V_RETURN_IF_ERROR(launch(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads));
-  if (bad.load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
-  return ffi::Error::Success();
+  return launch_sampled(in, tg, cm, b, cv.dimensions()[0], ov.dimensions()[0], num_threads,
+                        deterministic != 0);
 }
 
 ffi::Error CbowHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> nv,
@@ -956,7 +1314,7 @@ ffi::Error CbowHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2
                             ffi::Buffer<ffi::F32, 2> context_mask, ffi::Buffer<ffi::S32, 2> points,
                             ffi::Buffer<ffi::S32, 2> codes, ffi::Buffer<ffi::S32, 1> lengths,
                             ffi::Buffer<ffi::F32, 1> mask, ffi::Buffer<ffi::F32, 0> lr,
-                            int64_t num_threads, int64_t compute_loss, int64_t cbow_mean,
+                            int64_t num_threads, int64_t deterministic, int64_t compute_loss, int64_t cbow_mean,
                             int64_t exact_grad, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                             ffi::Result<ffi::Buffer<ffi::F32, 2>> nv_out,
                             ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
@@ -976,7 +1334,8 @@ ffi::Error CbowHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2
   InCBOW in{context.typed_data(), context_mask.typed_data(), c};
   TgtHS tg{center.typed_data(), points.typed_data(), codes.typed_data(), lengths.typed_data(),
            vw, l};
-  return launch(in, tg, cm, b, cv.dimensions()[0], nv.dimensions()[0], num_threads);
+  return launch(in, tg, cm, b, cv.dimensions()[0], nv.dimensions()[0], num_threads,
+                deterministic != 0);
 }
 
 }  // namespace
@@ -1001,6 +1360,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vSgnsUpdate, SgnsUpdateImpl,
                                   .Arg<F32R1>()  // mask
                                   .Arg<F32R0>()  // lr
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("deterministic")
                                   .Attr<int64_t>("compute_loss")
                                   .Ret<F32R2>()
                                   .Ret<F32R2>()
@@ -1018,6 +1378,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vSgnsSampledUpdate, SgnsSampledUpdateImpl,
                                   .Arg<U32R1>()  // seed [2]
                                   .Arg<F32R0>()  // lr
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("deterministic")
                                   .Attr<int64_t>("compute_loss")
                                   .Attr<int64_t>("negative")
                                   .Ret<F32R2>()
@@ -1044,6 +1405,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vSgHsUpdate, SgHsUpdateImpl,
                                   .Arg<F32R1>()  // mask
                                   .Arg<F32R0>()  // lr
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("deterministic")
                                   .Attr<int64_t>("compute_loss")
                                   .Ret<F32R2>()
                                   .Ret<F32R2>()
@@ -1060,6 +1422,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vCbowNsUpdate, CbowNsUpdateImpl,
                                   .Arg<F32R1>()  // mask
                                   .Arg<F32R0>()  // lr
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("deterministic")
                                   .Attr<int64_t>("compute_loss")
                                   .Attr<int64_t>("cbow_mean")
                                   .Attr<int64_t>("exact_grad")
@@ -1080,6 +1443,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vCbowNsSampledUpdate, CbowNsSampledUpdateImpl,
                                   .Arg<U32R1>()  // seed [2]
                                   .Arg<F32R0>()  // lr
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("deterministic")
                                   .Attr<int64_t>("compute_loss")
                                   .Attr<int64_t>("negative")
                                   .Attr<int64_t>("cbow_mean")
@@ -1101,6 +1465,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vCbowHsUpdate, CbowHsUpdateImpl,
                                   .Arg<F32R1>()  // mask
                                   .Arg<F32R0>()  // lr
                                   .Attr<int64_t>("num_threads")
+                                  .Attr<int64_t>("deterministic")
                                   .Attr<int64_t>("compute_loss")
                                   .Attr<int64_t>("cbow_mean")
                                   .Attr<int64_t>("exact_grad")
