@@ -84,14 +84,29 @@ def test_explicit_update_is_kept_and_fused_without_its_math_is_an_error():
         step_lib.for_config(cfg, *trainer.resolve(cfg))
 
 
-def test_deterministic_runs_the_kernel_on_one_thread_and_refuses_more():
+def test_deterministic_names_its_schedule_and_thread_count():
     fused_or_skip()
     assert _choice(deterministic=True, threads=1) == (
         "fused",
         "CPU, sg SGNS with plain SGD: the C++ kernel on 1 thread, deterministic",
     )
-    with pytest.raises(ValueError, match="--deterministic runs the fused kernel on one thread"):
-        override(Config(), deterministic=True, threads=2)
+    assert _choice(deterministic=True, threads=3)[1].endswith("on 3 threads, deterministic")
+    assert _choice(threads=3)[1].endswith("on 3 threads, Hogwild")
+    with pytest.raises(ValueError, match="--deterministic runs at most 32 kernel threads"):
+        override(Config(), deterministic=True, threads=33)
+
+
+def test_deterministic_fused_run_records_its_threads_and_its_batch():
+    fused_or_skip()
+    cfg = step_lib.device_defaults(override(Config(), deterministic=True), "fused")
+    assert cfg.train.threads == fused.default_num_threads()
+    assert cfg.train.batch_size == step_lib.FUSED_DETERMINISTIC_BATCH
+    mine = step_lib.device_defaults(override(Config(), deterministic=True, threads=3), "fused")
+    assert mine.train.threads == 3
+    hogwild = step_lib.device_defaults(Config(), "fused")  # its numbers do not depend on it
+    assert (hogwild.train.threads, hogwild.train.batch_size) == (0, step_lib.FUSED_BATCH)
+    sparse = step_lib.device_defaults(override(Config(), deterministic=True), "sparse")
+    assert sparse.train.threads == 0
 
 
 # ----------------------------------------------------------------------------- the report
@@ -119,40 +134,55 @@ def test_without_the_kernel_a_real_run_says_sparse_and_why(corpus, tmp_path):
     assert (saved["update_resolved"], saved["update_reason"]) == ("sparse", reason)
 
 
-def test_deterministic_with_several_threads_is_one_line_exit_2(corpus, tmp_path, capsys):
+def test_deterministic_with_too_many_threads_is_one_line_exit_2(corpus, tmp_path, capsys):
     argv = ["train", "--corpus", corpus, "--out", str(tmp_path), "--deterministic"]
-    assert cli.main([*argv, "--threads", "2", *TINY]) == cli.EXIT_BAD_INPUT
+    assert cli.main([*argv, "--threads", "33", *TINY]) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err
-    assert err == (
-        "w2v-jax: error: --deterministic runs the fused kernel on one thread; --threads 2 would "
-        "race (Hogwild): drop one of the two flags\n"
+    assert (
+        err == "w2v-jax: error: --deterministic runs at most 32 kernel threads, got --threads 33\n"
     )
 
 
 # ----------------------------------------------------------------------------- determinism
 
 
-def test_deterministic_runs_write_byte_identical_vectors(corpus, tmp_path, capsys):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_deterministic_runs_write_byte_identical_vectors(corpus, tmp_path, capsys, threads):
+    # B = 256: three kernel threads take ranges of >= 64 pairs each, so all of them run
+    flags = ["--deterministic", "--threads", str(threads), *TINY, "--batch-size", "256"]
     for name in ("a", "b"):
-        argv = ["train", "--corpus", corpus, "--out", str(tmp_path / name), "--deterministic"]
-        assert cli.main([*argv, *TINY]) == 0
+        argv = ["train", "--corpus", corpus, "--out", str(tmp_path / name), *flags]
+        assert cli.main(argv) == 0
     a, b = ((tmp_path / n / "vectors.bin").read_bytes() for n in "ab")
     assert a == b
     if fused.fused_available():
-        assert "on 1 thread, deterministic" in capsys.readouterr().err.splitlines()[0]
+        first = capsys.readouterr().err.splitlines()[0]
+        assert f"on {threads} thread{'s' if threads > 1 else ''}, deterministic" in first
 
 
-def test_deterministic_resume_is_byte_identical(corpus, tmp_path):
+def test_deterministic_threads_change_the_numbers_not_their_reproducibility(corpus, tmp_path):
+    fused_or_skip()
+    flags = ["--deterministic", *TINY, "--batch-size", "256"]
+    for threads in ("1", "3"):
+        argv = ["train", "--corpus", corpus, "--out", str(tmp_path / threads), "--threads", threads]
+        assert cli.main([*argv, *flags]) == 0
+    one, three = ((tmp_path / n / "vectors.bin").read_bytes() for n in "13")
+    assert one != three  # rows shared by the ranges are merged, not applied in order
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_deterministic_resume_is_byte_identical(corpus, tmp_path, threads):
     cfg = override(
         Config(),
         min_count=1,
         sample=0.0,
         dim=8,
         epochs=2,
-        batch_size=64,
+        batch_size=256,
         steps_per_call=2,
         log_every_s=1e9,
         checkpoint_every_s=0.0,
+        threads=threads,
         deterministic=True,
     )
     full = train(corpus, cfg, progress=False)

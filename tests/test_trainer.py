@@ -158,6 +158,52 @@ def test_a_resume_without_a_batch_size_keeps_the_checkpoints(topic_corpus, tmp_p
         np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
 
 
+def test_a_deterministic_resume_without_threads_keeps_the_checkpoints(topic_corpus, tmp_path):
+    # the deterministic kernel's numbers depend on its thread count, which a run records: a
+    # resume that does not name one continues on the run's own, not on this machine's cores
+    from w2v_jax.checkpoint import load_checkpoint
+
+    fused_or_skip()
+    cfg = _cfg(epochs=2, batch_size=256, steps_per_call=2, deterministic=True, threads=3)
+    cfg = override(cfg, update="fused")
+    full = train(str(topic_corpus), cfg, progress=False)
+    assert full.update == "fused"
+    train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=6)
+    assert load_checkpoint(tmp_path / "checkpoint.w2v")["config"]["train"]["threads"] == 3
+    resumed = train(
+        str(topic_corpus), override(cfg, threads=0), out=tmp_path, resume=True, progress=False
+    )
+    assert resumed.config.train.threads == 3
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
+    with pytest.raises(ValueError, match="--threads: checkpoint 3, now 2"):
+        train(
+            str(topic_corpus), override(cfg, threads=2), out=tmp_path, resume=True, progress=False
+        )
+
+
+def test_an_older_deterministic_checkpoint_resumes_on_one_thread(topic_corpus, tmp_path):
+    # before the kernel had a deterministic multi-thread schedule, --deterministic meant one
+    # thread and recorded --threads 0
+    from w2v_jax.checkpoint import load_checkpoint, save_checkpoint
+
+    fused_or_skip()
+    cfg = _cfg(epochs=2, batch_size=128, steps_per_call=2, deterministic=True, threads=1)
+    cfg = override(cfg, update="fused")
+    full = train(str(topic_corpus), cfg, progress=False)
+    train(str(topic_corpus), cfg, out=tmp_path, progress=False, max_steps=6)
+    path = tmp_path / "checkpoint.w2v"
+    ckpt = load_checkpoint(path)
+    ckpt["config"]["train"]["threads"] = 0
+    save_checkpoint(path, ckpt)
+    resumed = train(
+        str(topic_corpus), override(cfg, threads=0), out=tmp_path, resume=True, progress=False
+    )
+    assert resumed.config.train.threads == 1
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
+
+
 @pytest.mark.parametrize("model", ["sg", "cbow"])
 def test_adagrad_at_its_default_rate_learns_real_text(model):
     # At SGD's rate (0.025) Adagrad's steps shrink before the vectors leave their common early

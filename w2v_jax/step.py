@@ -488,20 +488,32 @@ DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (16384, 16)}
 # thread waiting for a core, about half a millisecond here): 16384 pairs per call trained the
 # default corpus 16% faster than 4096 on 2 threads, at equal quality (BENCHMARKS.md).
 FUSED_BATCH = 16384
+# Under --deterministic the kernel's threads take fixed ranges of each call and merge the rows
+# they share at its end (w2v_kernels.cc), a cost per call that grows with the rows shared (about
+# the whole vocabulary of the default corpus), not with the pairs: 65536 pairs per call trained
+# the default corpus 1.2x faster than 16384 on 2 threads at equal quality (BENCHMARKS.md).
+FUSED_DETERMINISTIC_BATCH = 65536
 
 
 def device_defaults(cfg, update: str | None = None):
     """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
-    are ``None`` (:data:`DEVICE_BATCH`; :data:`FUSED_BATCH` pairs for ``update="fused"``; B
-    rounded up to a multiple of ``devices`` and of ``corpus_slices``). Values the config gives
+    are ``None`` (:data:`DEVICE_BATCH`; :data:`FUSED_BATCH` pairs for ``update="fused"``,
+    :data:`FUSED_DETERMINISTIC_BATCH` under ``--deterministic``; B rounded up to a multiple of
+    ``devices`` and of ``corpus_slices``), and a deterministic fused run's thread count where it
+    is 0 (the usable cores, recorded because its numbers depend on it). Values the config gives
     are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train` calls it once, when the
     step is chosen."""
     t = cfg.train
+    if update == "fused" and t.deterministic and t.threads == 0:
+        from w2v_jax import fused
+
+        cfg = override(cfg, threads=fused.default_num_threads())
+        t = cfg.train
     if t.batch_size is not None and t.steps_per_call is not None:
         return cfg
     b, s = DEVICE_BATCH.get(_platform(), DEVICE_BATCH["cpu"])
     if update == "fused":
-        b = FUSED_BATCH
+        b = FUSED_DETERMINISTIC_BATCH if t.deterministic else FUSED_BATCH
     m = math.lcm(t.devices, t.corpus_slices or 1)  # every device and every slice gets B / n
     b = -(-b // m) * m
     return override(
@@ -521,7 +533,7 @@ def choose_update(
     gradients, SGNS or hierarchical softmax, a working compiler); otherwise the pure-JAX row step
     (``sparse``), which runs anything on any backend. An explicit name is returned as is:
     ``fused`` where the kernel does not apply stays an error (:func:`w2v_jax.fused.make_step`).
-    ``--deterministic`` runs the kernel on one thread (:func:`_fused_threads`). ``resumed`` is the
+    ``--deterministic`` runs the kernel's deterministic schedule. ``resumed`` is the
     step a checkpoint being resumed ran: ``auto`` keeps the pure-JAX step of such a run (one
     written on a mesh, say), since the two steps do not give the same numbers. This is the one
     place that decides; the trainer prints ``reason`` and returns it with the result.
@@ -539,16 +551,13 @@ def choose_update(
     why = fused.unsupported(objective, inputs, tx)
     if why is not None:
         return "sparse", why
-    threads = _fused_threads(cfg) or fused.default_num_threads()
-    how = "1 thread, deterministic" if threads == 1 else f"{threads} threads, Hogwild"
+    threads = cfg.train.threads or fused.default_num_threads()
+    plural = "thread" if threads == 1 else "threads"
+    how = "deterministic" if threads == 1 or cfg.train.deterministic else "Hogwild"
+    how = f"{threads} {plural}, {how}"
     return "fused", (
         f"CPU, {inputs.name} {objective.kernel.upper()} with plain SGD: the C++ kernel on {how}"
     )
-
-
-def _fused_threads(cfg) -> int | None:
-    """The kernel's thread count: 1 under ``--deterministic``, else ``--threads`` (None: all)."""
-    return 1 if cfg.train.deterministic else (cfg.train.threads or None)
 
 
 def for_config(
@@ -563,6 +572,11 @@ def for_config(
         from w2v_jax import fused
 
         return fused.make_step(
-            objective, inputs, tx, threads=_fused_threads(cfg), negative=cfg.model.negative
+            objective,
+            inputs,
+            tx,
+            threads=cfg.train.threads or None,
+            negative=cfg.model.negative,
+            deterministic=cfg.train.deterministic,
         )
     return make_step(objective, inputs, tx, dup_cap=cfg.train.dup_cap, dense=update == "dense")

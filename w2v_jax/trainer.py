@@ -245,22 +245,24 @@ def _with_saved_defaults(cfg: Config, ckpt: dict | None, processes: int) -> Conf
         fill = {"alpha": cfg.alpha, "corpus_slices": processes}
     else:
         saved = _saved_config(ckpt).train
-        names = ("alpha", "batch_size", "steps_per_call", "corpus_slices")
+        names = ("alpha", "batch_size", "steps_per_call", "corpus_slices", "threads")
         fill = {name: getattr(saved, name) for name in names}
-    return override(cfg, **{k: v for k, v in fill.items() if getattr(cfg.train, k) is None})
+    unset = {"threads": 0}  # --threads 0: all cores; every other setting here: None
+    return override(cfg, **{k: v for k, v in fill.items() if getattr(cfg.train, k) == unset.get(k)})
 
 
 def _saved_config(ckpt: dict) -> Config:
     """The config of the run that wrote ``ckpt``, with what older checkpoints leave unset
-    filled in as it was then: one corpus slice, and word2vec.c's rate for every optimizer
-    (Adagrad included)."""
+    filled in as it was then: one corpus slice, word2vec.c's rate for every optimizer (Adagrad
+    included), and one kernel thread under ``--deterministic`` (a deterministic run records its
+    thread count since the kernel has a deterministic multi-thread schedule)."""
     saved = from_dict(ckpt["config"])
+    t = saved.train
     return override(
         saved,
-        corpus_slices=saved.train.corpus_slices or 1,
-        alpha=saved.train.alpha
-        if saved.train.alpha is not None
-        else default_alpha(saved.model.model, "sgd"),
+        corpus_slices=t.corpus_slices or 1,
+        alpha=t.alpha if t.alpha is not None else default_alpha(saved.model.model, "sgd"),
+        threads=1 if t.deterministic and t.threads == 0 else t.threads,
     )
 
 
