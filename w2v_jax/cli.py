@@ -117,7 +117,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--deterministic",
         action="store_true",
-        help="bit-reproducible vectors and resume: the fused kernel on one thread",
+        help="bit-reproducible vectors and resume: the fused kernel's deterministic schedule "
+        "(the same bits for the same --threads, which the run records), else the pure-JAX step",
     )
     p.add_argument(
         "--coordinator",

@@ -41,7 +41,9 @@
 // threads touch the same row the updates race (lost or mixed float updates are accepted), so
 // T > 1 is not deterministic. The exception for HS are the 64 Huffman nodes nearest the root,
 // which each thread updates in a private copy that is averaged back at the end of the call
-// (see "Hot output rows" below). T = 1 is sequential and bit-deterministic.
+// (see "Hot output rows" below). T = 1 is sequential and bit-deterministic. With the
+// `deterministic` attribute, T > 1 runs the deterministic schedule instead (see "Deterministic
+// multi-thread schedule" below): fixed ranges per thread, shared rows merged in thread order.
 // Ids are checked before any write: out-of-range ids return an error and leave the tables
 // untouched.
 //
