@@ -103,6 +103,8 @@ def test_deterministic_fused_run_records_its_threads_and_its_batch():
     assert cfg.train.batch_size == step_lib.FUSED_DETERMINISTIC_BATCH
     mine = step_lib.device_defaults(override(Config(), deterministic=True, threads=3), "fused")
     assert mine.train.threads == 3
+    cbow = step_lib.device_defaults(override(Config(), deterministic=True, model="cbow"), "fused")
+    assert cbow.train.batch_size == step_lib.FUSED_BATCH  # a CBOW example is a whole window
     hogwild = step_lib.device_defaults(Config(), "fused")  # its numbers do not depend on it
     assert (hogwild.train.threads, hogwild.train.batch_size) == (0, step_lib.FUSED_BATCH)
     sparse = step_lib.device_defaults(override(Config(), deterministic=True), "sparse")

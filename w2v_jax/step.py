@@ -490,19 +490,21 @@ DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (16384, 16)}
 FUSED_BATCH = 16384
 # Under --deterministic the kernel's threads take fixed ranges of each call and merge the rows
 # they share at its end (w2v_kernels.cc), a cost per call that grows with the rows shared (about
-# the whole vocabulary of the default corpus), not with the pairs: 65536 pairs per call trained
-# the default corpus 1.2x faster than 16384 on 2 threads at equal quality (BENCHMARKS.md).
+# the whole vocabulary of the default corpus), not with the pairs: for skip-gram, 65536 pairs
+# per call trained the default corpus 1.2x faster than 16384 on 2 threads at equal quality
+# (BENCHMARKS.md). Not for CBOW, whose examples are whole windows (about 5x the text of a
+# skip-gram pair): at 65536 a call is a fifth of an epoch there, and WordSim-353 fell by 0.026.
 FUSED_DETERMINISTIC_BATCH = 65536
 
 
 def device_defaults(cfg, update: str | None = None):
     """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
     are ``None`` (:data:`DEVICE_BATCH`; :data:`FUSED_BATCH` pairs for ``update="fused"``,
-    :data:`FUSED_DETERMINISTIC_BATCH` under ``--deterministic``; B rounded up to a multiple of
-    ``devices`` and of ``corpus_slices``), and a deterministic fused run's thread count where it
-    is 0 (the usable cores, recorded because its numbers depend on it). Values the config gives
-    are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train` calls it once, when the
-    step is chosen."""
+    :data:`FUSED_DETERMINISTIC_BATCH` for skip-gram under ``--deterministic``; B rounded up to a
+    multiple of ``devices`` and of ``corpus_slices``), and a deterministic fused run's thread
+    count where it is 0 (the usable cores, recorded because its numbers depend on it). Values the
+    config gives are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train` calls it
+    once, when the step is chosen."""
     t = cfg.train
     if update == "fused" and t.deterministic and t.threads == 0:
         from w2v_jax import fused
@@ -513,7 +515,8 @@ def device_defaults(cfg, update: str | None = None):
         return cfg
     b, s = DEVICE_BATCH.get(_platform(), DEVICE_BATCH["cpu"])
     if update == "fused":
-        b = FUSED_DETERMINISTIC_BATCH if t.deterministic else FUSED_BATCH
+        sg_deterministic = t.deterministic and cfg.model.model == "sg"
+        b = FUSED_DETERMINISTIC_BATCH if sg_deterministic else FUSED_BATCH
     m = math.lcm(t.devices, t.corpus_slices or 1)  # every device and every slice gets B / n
     b = -(-b // m) * m
     return override(
