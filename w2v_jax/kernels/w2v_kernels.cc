@@ -1129,6 +1129,8 @@ ffi::Error launch(const In& in, const Tgt& tg, Common cm, int64_t b, int64_t v_i
   return ffi::Error::Success();
 }
 
+constexpr const char* kBadAlias = "alias_idx holds out-of-range entries";
+
 // Draws n = i*K + k for pairs [0, b) into dst [b, K]; false if the alias table holds an
 // out-of-range entry (that draw is then 0).
 bool draw_negatives(uint64_t key, const float* prob, const int32_t* alias, int64_t v, int64_t b,
@@ -1155,14 +1157,14 @@ ffi::Error launch_sampled(const In& in, const TgtNSSampled& tg, const Common& cm
                           int64_t v_in, int64_t v_out, int64_t threads, bool deterministic) {
   if (!deterministic || effective_threads(b, threads, kMinChunk) <= 1) {
     W2V_RETURN_IF_ERROR(launch(in, tg, cm, b, v_in, v_out, threads, false));
-    if (tg.bad_alias->load()) return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+    if (tg.bad_alias->load()) return ffi::Error::InvalidArgument(kBadAlias);
     return ffi::Error::Success();
   }
   std::string err;
   if (!tg.valid(b, v_out, err)) return ffi::Error::InvalidArgument(err);
   std::vector<int32_t> negs(b * tg.k);
   if (!draw_negatives(tg.key, tg.prob, tg.alias, tg.v_alias, b, tg.k, threads, negs.data()))
-    return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+    return ffi::Error::InvalidArgument(kBadAlias);
   return launch(in, TgtNS{tg.pos, negs.data(), tg.k}, cm, b, v_in, v_out, threads, true);
 }
 
@@ -1172,7 +1174,8 @@ ffi::Error launch_sampled(const In& in, const TgtNSSampled& tg, const Common& cm
 ffi::Error SgnsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> ov,
                           ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 1> context,
                           ffi::Buffer<ffi::S32, 2> negatives, ffi::Buffer<ffi::F32, 1> mask,
-                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t deterministic, int64_t compute_loss,
+                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads,
+                          int64_t deterministic, int64_t compute_loss,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
@@ -1228,7 +1231,7 @@ ffi::Error AliasSampleImpl(ffi::Buffer<ffi::F32, 1> alias_prob, ffi::Buffer<ffi:
   const float* prob = alias_prob.typed_data();
   const int32_t* alias = alias_idx.typed_data();
   if (!draw_negatives(key, prob, alias, v, b, k, num_threads, out->typed_data()))
-    return ffi::Error::InvalidArgument("alias_idx holds out-of-range entries");
+    return ffi::Error::InvalidArgument(kBadAlias);
   return ffi::Error::Success();
 }
 
@@ -1236,7 +1239,8 @@ ffi::Error SgHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2> 
                           ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 1> context,
                           ffi::Buffer<ffi::S32, 2> points, ffi::Buffer<ffi::S32, 2> codes,
                           ffi::Buffer<ffi::S32, 1> lengths, ffi::Buffer<ffi::F32, 1> mask,
-                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t deterministic, int64_t compute_loss,
+                          ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads,
+                          int64_t deterministic, int64_t compute_loss,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 2>> nv_out,
                           ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
@@ -1261,7 +1265,8 @@ ffi::Error CbowNsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2
                             ffi::Buffer<ffi::S32, 1> center, ffi::Buffer<ffi::S32, 2> context,
                             ffi::Buffer<ffi::F32, 2> context_mask,
                             ffi::Buffer<ffi::S32, 2> negatives, ffi::Buffer<ffi::F32, 1> mask,
-                            ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads, int64_t deterministic, int64_t compute_loss,
+                            ffi::Buffer<ffi::F32, 0> lr, int64_t num_threads,
+                            int64_t deterministic, int64_t compute_loss,
                             int64_t cbow_mean, int64_t exact_grad,
                             ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                             ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out,
@@ -1287,8 +1292,8 @@ ffi::Error CbowNsSampledUpdateImpl(
     ffi::Buffer<ffi::S32, 2> context, ffi::Buffer<ffi::F32, 2> context_mask,
     ffi::Buffer<ffi::F32, 1> mask, ffi::Buffer<ffi::F32, 1> alias_prob,
     ffi::Buffer<ffi::S32, 1> alias_idx, ffi::Buffer<ffi::U32, 1> seed, ffi::Buffer<ffi::F32, 0> lr,
-    int64_t num_threads, int64_t deterministic, int64_t compute_loss, int64_t negative, int64_t cbow_mean,
-    int64_t exact_grad, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+    int64_t num_threads, int64_t deterministic, int64_t compute_loss, int64_t negative,
+    int64_t cbow_mean, int64_t exact_grad, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
     ffi::Result<ffi::Buffer<ffi::F32, 2>> ov_out, ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
   const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
   const int64_t c = context.dimensions()[1];
@@ -1316,8 +1321,9 @@ ffi::Error CbowHsUpdateImpl(ffi::Buffer<ffi::F32, 2> cv, ffi::Buffer<ffi::F32, 2
                             ffi::Buffer<ffi::F32, 2> context_mask, ffi::Buffer<ffi::S32, 2> points,
                             ffi::Buffer<ffi::S32, 2> codes, ffi::Buffer<ffi::S32, 1> lengths,
                             ffi::Buffer<ffi::F32, 1> mask, ffi::Buffer<ffi::F32, 0> lr,
-                            int64_t num_threads, int64_t deterministic, int64_t compute_loss, int64_t cbow_mean,
-                            int64_t exact_grad, ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
+                            int64_t num_threads, int64_t deterministic, int64_t compute_loss,
+                            int64_t cbow_mean, int64_t exact_grad,
+                            ffi::Result<ffi::Buffer<ffi::F32, 2>> cv_out,
                             ffi::Result<ffi::Buffer<ffi::F32, 2>> nv_out,
                             ffi::Result<ffi::Buffer<ffi::F32, 1>> loss) {
   const int64_t d = cv.dimensions()[1], b = center.dimensions()[0];
