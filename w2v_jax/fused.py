@@ -661,9 +661,10 @@ def cbow_hs_update(
 
 # ------------------------------------------------------------------------------------------------
 # The training step on the kernels: same signature as w2v_jax.step.make_step.
+# Each adapter passes `schedule` (num_threads=, deterministic=) on to its kernel unchanged.
 
 
-def _sg_sgns(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
+def _sg_sgns(p, c, batch, seed, lr, inputs, negative, **schedule):
     return sgns_update_sampled(
         p["center_vecs"],
         p["outside_vecs"],
@@ -675,12 +676,11 @@ def _sg_sgns(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
         seed,
         lr,
         negative=negative,
-        num_threads=threads,
-        deterministic=deterministic,
+        **schedule,
     )
 
 
-def _sg_hs(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
+def _sg_hs(p, c, batch, seed, lr, inputs, negative, **schedule):
     return sg_hs_update(
         p["center_vecs"],
         p["node_vecs"],
@@ -691,12 +691,11 @@ def _sg_hs(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
         c["lengths"],
         batch["mask"],
         lr,
-        num_threads=threads,
-        deterministic=deterministic,
+        **schedule,
     )
 
 
-def _cbow_sgns(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
+def _cbow_sgns(p, c, batch, seed, lr, inputs, negative, **schedule):
     return cbow_ns_update_sampled(
         p["center_vecs"],
         p["outside_vecs"],
@@ -711,12 +710,11 @@ def _cbow_sgns(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
         negative=negative,
         cbow_mean=inputs.mean,
         exact_grad=inputs.rule == "exact",
-        num_threads=threads,
-        deterministic=deterministic,
+        **schedule,
     )
 
 
-def _cbow_hs(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
+def _cbow_hs(p, c, batch, seed, lr, inputs, negative, **schedule):
     return cbow_hs_update(
         p["center_vecs"],
         p["node_vecs"],
@@ -730,8 +728,7 @@ def _cbow_hs(p, c, batch, seed, lr, inputs, negative, threads, deterministic):
         lr,
         cbow_mean=inputs.mean,
         exact_grad=inputs.rule == "exact",
-        num_threads=threads,
-        deterministic=deterministic,
+        **schedule,
     )
 
 
@@ -810,20 +807,13 @@ def make_step(
     if objective.kernel == "sgns" and negative is None:
         raise ValueError("fused.make_step: SGNS needs negative=K")
     kernel = _KERNELS[(objective.kernel, inputs.name)]
+    schedule = dict(num_threads=threads, deterministic=deterministic)
 
     def step(state, consts, batch, key):
         key = jax.random.fold_in(key, state.step)
         lr = tx.schedule(batch["progress"]).astype(jnp.float32)
         *tables, loss_B = kernel(
-            state.params,
-            consts,
-            batch,
-            seed_words(key),
-            lr,
-            inputs,
-            negative,
-            threads,
-            deterministic,
+            state.params, consts, batch, seed_words(key), lr, inputs, negative, **schedule
         )
         params = dict(zip(("center_vecs", objective.table), tables, strict=True))
         metrics = {
