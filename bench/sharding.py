@@ -1,6 +1,7 @@
-"""Vocabulary-sharded step: the collectives in its compiled HLO, their bytes, and pairs/s.
+"""Sharded step: the collectives in its compiled HLO, their bytes, and pairs/s.
 
     python bench/sharding.py                       # sg/ns, V=1e5 D=100 B=4096 K=5; ~1-2 min
+    python bench/sharding.py --shard-by rows       # tables split by rows (default: dims)
     python bench/sharding.py --model cbow --loss hs --devices 1 2
     python bench/sharding.py --json out.json       # also write the rows as JSON
     python bench/sharding.py --rounds 3 --baseline # 1,2,4,1,2,4,... pooled; + the one-device step
@@ -9,7 +10,8 @@
 
 For each device count n (default 1, 2, 4) a fresh Python process is started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=n`` (set before JAX is imported), so every n
-runs with its own CPU client. It builds the tables row-sharded over n simulated CPU devices,
+runs with its own CPU client. It builds the tables split over n simulated CPU devices (by
+dimensions, or by rows with ``--shard-by rows``),
 compiles :func:`w2v_jax.sharding.make_sharded_step`, lists the collectives of the optimized HLO
 (``lower(...).compile().as_text()``) with their operand and result bytes per device per step,
 and times ``--repeats`` runs of ``--steps`` steps on batches already on the devices (pairs/s =
@@ -102,9 +104,12 @@ def worker(args) -> dict:
     batches = [sharding.shard_batch(b, mesh) | {"progress": np.float32(0.0)} for b in host_batches]
     tx = optim.make_optimizer("sgd", 0.025)
     init = step_lib.init_state({k: jax.numpy.asarray(x) for k, x in host.items()}, tx)
-    sstate = sharding.shard_state(init, mesh)
+    layout = sharding.layout_named(args.shard_by)
+    sstate = sharding.shard_state(init, mesh, layout=layout)
     jax.block_until_ready((batches, sstate))  # all host-to-device copies done before timing
-    step = jax.jit(sharding.make_sharded_step(mesh, objective, inputs, tx), donate_argnums=0)
+    step = jax.jit(
+        sharding.make_sharded_step(mesh, objective, inputs, tx, layout=layout), donate_argnums=0
+    )
     key = jax.random.key(0)
 
     compiled = step.lower(sstate, consts, batches[0], key).compile()
@@ -112,6 +117,7 @@ def worker(args) -> dict:
     mem = compiled.memory_analysis()
     row = {
         "devices": n,
+        "shard_by": args.shard_by,
         "model": args.model,
         "loss": args.loss,
         "V": v,
@@ -320,7 +326,8 @@ def report_dedup(rows, args) -> None:
 def report(rows) -> None:
     r0 = rows[0]
     print(
-        f"\n## {r0['model']}/{r0['loss']}: V={r0['V']} D={r0['D']} B={r0['B']} K={r0['K']}"
+        f"\n## {r0['model']}/{r0['loss']}, tables split by {r0['shard_by']}: "
+        f"V={r0['V']} D={r0['D']} B={r0['B']} K={r0['K']}"
         + (f" L={r0['L']}" if r0["L"] else "")
         + f"; {r0['cores']} CPU cores\n"
     )
@@ -377,9 +384,11 @@ def report(rows) -> None:
                 )
     for r in rows:
         if "baseline_pairs_per_s" in r:
+            b = r["baseline_pairs_per_s"]
             print(
-                f"\none-device pure-JAX step (step.make_step, --update sparse): "
-                f"{r['baseline_pairs_per_s']:,.0f} pairs/s"
+                f"\none-device pure-JAX step (step.make_step, --update sparse): {b:,.0f} pairs/s; "
+                "the sharded step against it: "
+                + ", ".join(f"{x['devices']} devices {x['pairs_per_s'] / b:.2f}x" for x in rows)
             )
 
 
@@ -448,9 +457,17 @@ def main(argv=None) -> None:
         action="store_true",
         help="also check and time the dedup + all_to_all prototype (bench/_bucketed.py)",
     )
+    ap.add_argument(
+        "--shard-by",
+        choices=("dims", "rows"),
+        default="dims",
+        help="split the tables by dimensions (the trainer's default) or by vocabulary rows",
+    )
     ap.add_argument("--json", help="write the rows to this JSON file")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.bucketed and args.shard_by != "rows":
+        ap.error("--bucketed checks the prototype against the row layout: add --shard-by rows")
 
     if args.worker:
         print(json.dumps(worker(args)))

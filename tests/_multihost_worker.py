@@ -6,7 +6,8 @@
 Each process drives ``LOCAL_DEVICES`` CPU devices; together they form one mesh. Every process
 builds the same initial tables and the same global batches (seeded numpy), feeds only its own
 rows of each batch (``host_slice``), runs ``STEPS`` sharded SGNS steps, saves a sharded checkpoint,
-restores it, and process 0 writes the restored tables and the losses to ``DIR/result.npz``.
+restores it, and process 0 writes the restored tables and the losses to ``DIR/result.npz``; then
+the same steps with the tables split by dimensions (``dims_`` entries of the same file).
 :func:`initial_params` and :func:`global_batch` are imported by the test for its one-process run.
 """
 
@@ -55,7 +56,7 @@ def objective_and_consts():
 BASE_KEY_SEED = 5
 
 
-def make_step(mesh):
+def make_step(mesh, layout_name: str = "rows"):
     """The jitted sharded step (plain SGD at LR, no duplicate cap) and the initial state."""
     import jax
     import jax.numpy as jnp
@@ -65,10 +66,31 @@ def make_step(mesh):
 
     objective, _ = objective_and_consts()
     tx = optim.make_optimizer("sgd", LR, LR)
-    step = sharding.make_sharded_step(mesh, objective, inputs.skip_gram(), tx, dup_cap=float("inf"))
+    layout = sharding.layout_named(layout_name)
+    step = sharding.make_sharded_step(
+        mesh, objective, inputs.skip_gram(), tx, dup_cap=float("inf"), layout=layout
+    )
     params = {k: jnp.asarray(v) for k, v in initial_params().items()}
-    state = sharding.shard_state(step_lib.init_state(params, tx), mesh)
+    state = sharding.shard_state(step_lib.init_state(params, tx), mesh, layout=layout)
     return jax.jit(step, donate_argnums=0), state
+
+
+def run_steps(mesh, layout_name: str, rows) -> tuple[dict, list[float]]:
+    """STEPS steps on this process's ``rows`` of every global batch: (params, loss sums)."""
+    import jax
+
+    from w2v_jax import sharding
+
+    _, consts = objective_and_consts()
+    step, state = make_step(mesh, layout_name)
+    key = jax.random.key(BASE_KEY_SEED)
+    loss_sums = []
+    for s in range(STEPS):
+        local = {k: v[rows] for k, v in global_batch(s).items()}
+        batch = sharding.shard_batch(local, mesh) | {"progress": np.float32(0.0)}
+        state, metrics = step(state, consts, batch, key)
+        loss_sums.append(float(metrics["loss_sum"]))  # replicated scalar: every process has it
+    return state.params, loss_sums
 
 
 def main() -> None:
@@ -92,17 +114,10 @@ def main() -> None:
     assert len(jax.devices()) == LOCAL_DEVICES * args.num_processes, jax.devices()
 
     mesh = sharding.make_mesh()
-    _, consts = objective_and_consts()
-    step, state = make_step(mesh)
-    key = jax.random.key(BASE_KEY_SEED)
     rows = sharding.host_slice(B)
-    loss_sums = []
-    for s in range(STEPS):
-        local = {k: v[rows] for k, v in global_batch(s).items()}
-        batch = sharding.shard_batch(local, mesh) | {"progress": np.float32(0.0)}
-        state, metrics = step(state, consts, batch, key)
-        loss_sums.append(float(metrics["loss_sum"]))  # replicated scalar: every process has it
-    params = state.params
+    params, loss_sums = run_steps(mesh, "rows", rows)
+    dims_params, dims_losses = run_steps(mesh, "dims", rows)
+    dims = {f"dims_{k}": v for k, v in sharding.unshard_params(dims_params, V, D).items()}
 
     ckpt = os.path.join(args.out, "ckpt")
     sharding.save_sharded(ckpt, params, V, extra={"steps": STEPS})
@@ -113,7 +128,13 @@ def main() -> None:
     for name in final:
         np.testing.assert_array_equal(final[name], live[name])
     if jax.process_index() == 0:
-        np.savez(os.path.join(args.out, "result.npz"), loss_sums=np.array(loss_sums), **final)
+        np.savez(
+            os.path.join(args.out, "result.npz"),
+            loss_sums=np.array(loss_sums),
+            dims_loss_sums=np.array(dims_losses),
+            **final,
+            **dims,
+        )
     jax.distributed.shutdown()
     print(f"process {args.process_id}: ok", flush=True)
 

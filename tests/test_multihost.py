@@ -94,15 +94,8 @@ def _launch(out: Path) -> tuple[list[int], list[str]]:
 
 def _one_process_run() -> tuple[dict[str, np.ndarray], list[float]]:
     mesh = sharding.make_mesh(jax.devices()[:1])
-    _, consts = worker.objective_and_consts()
-    step, state = worker.make_step(mesh)
-    key = jax.random.key(worker.BASE_KEY_SEED)
-    loss_sums = []
-    for s in range(worker.STEPS):
-        batch = sharding.shard_batch(worker.global_batch(s), mesh) | {"progress": np.float32(0)}
-        state, metrics = step(state, consts, batch, key)
-        loss_sums.append(float(metrics["loss_sum"]))
-    return sharding.unshard_params(state.params, worker.V), loss_sums
+    params, loss_sums = worker.run_steps(mesh, "rows", slice(None))
+    return sharding.unshard_params(params, worker.V), loss_sums
 
 
 def test_two_processes_train_like_one(tmp_path):
@@ -125,6 +118,10 @@ def test_two_processes_train_like_one(tmp_path):
         np.testing.assert_allclose(got[name], table, rtol=1e-5, atol=1e-6, err_msg=name)
         assert not np.allclose(table, worker.initial_params()[name])
     np.testing.assert_allclose(got["loss_sums"], want_losses, rtol=1e-5)
+    # the same steps with the tables split by dimensions over the 4 devices of 2 processes
+    for name, table in want.items():
+        np.testing.assert_allclose(got[f"dims_{name}"], table, rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(got["dims_loss_sums"], want_losses, rtol=1e-5)
     # the checkpoint written by 2 processes restores in this one, onto 4 devices
     restored, meta = sharding.restore_sharded(tmp_path / "ckpt", sharding.make_mesh())
     assert meta["extra"] == {"steps": worker.STEPS}

@@ -1,12 +1,16 @@
-"""Tests `../w2v_jax/sharding.py`: the vocabulary-sharded step equals the single-device step.
+"""Tests `../w2v_jax/sharding.py`: the sharded step equals the single-device step, with the
+tables split by vocabulary rows (``ROWS``) or by dimensions (``DIMS``).
 
 conftest.py gives this process 4 CPU devices (``--xla_force_host_platform_device_count=4``);
 meshes of 4 and 2 of them are compared with a plain reference step (jnp gathers, ``.at[].add``)
-over a few steps, for skip-gram and CBOW with negative sampling NCE and hierarchical softmax. V is
-chosen so that some tables need padding, and the batches repeat ids.
+over a few steps, for skip-gram and CBOW with negative sampling NCE and hierarchical softmax. V and
+D are chosen so that some tables need padding (rows, and columns: D = 6 on 4 devices), and the
+batches repeat ids.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -141,14 +145,19 @@ def _run_reference(model, loss, steps=STEPS):
 SGD = optim.make_optimizer("sgd", LR, LR)  # plain SGD at a constant learning rate
 
 
-def _sharded_step(mesh, model, loss, tx=SGD, dup_cap=float("inf")):
-    step = sharding.make_sharded_step(mesh, _objective(loss), _inputs(model), tx, dup_cap=dup_cap)
+LAYOUTS = [sharding.ROWS, sharding.DIMS]
+
+
+def _sharded_step(mesh, model, loss, tx=SGD, dup_cap=float("inf"), layout=sharding.ROWS):
+    step = sharding.make_sharded_step(
+        mesh, _objective(loss), _inputs(model), tx, dup_cap=dup_cap, layout=layout
+    )
     return jax.jit(step, donate_argnums=0)
 
 
-def _sharded_state(mesh, loss, tx=SGD, seed=0):
+def _sharded_state(mesh, loss, tx=SGD, seed=0, layout=sharding.ROWS):
     params = {k: jnp.asarray(v) for k, v in _init_params(loss, seed).items()}
-    return sharding.shard_state(step_lib.init_state(params, tx), mesh)
+    return sharding.shard_state(step_lib.init_state(params, tx), mesh, layout=layout)
 
 
 def _global_batch(mesh, model, s):
@@ -157,11 +166,11 @@ def _global_batch(mesh, model, s):
     return batch
 
 
-def _run_sharded(mesh, model, loss, steps=STEPS):
+def _run_sharded(mesh, model, loss, steps=STEPS, layout=sharding.ROWS):
     """Returns the trained sharded params and the per-step loss sums."""
     state, step, consts = (
-        _sharded_state(mesh, loss),
-        _sharded_step(mesh, model, loss),
+        _sharded_state(mesh, loss, layout=layout),
+        _sharded_step(mesh, model, loss, layout=layout),
         _consts(loss),
     )
     loss_sums = []
@@ -171,14 +180,15 @@ def _run_sharded(mesh, model, loss, steps=STEPS):
     return state.params, loss_sums
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: x.name)
 @pytest.mark.parametrize("n", [4, 2])
 @pytest.mark.parametrize("loss", ["ns", "nce", "hs"])
 @pytest.mark.parametrize("model", ["sg", "cbow"])
-def test_sharded_step_matches_single_device(model, loss, n):
+def test_sharded_step_matches_single_device(model, loss, n, layout):
     mesh = sharding.make_mesh(_devices(n))
-    sharded, sharded_losses = _run_sharded(mesh, model, loss)
+    sharded, sharded_losses = _run_sharded(mesh, model, loss, layout=layout)
     want, want_losses = _run_reference(model, loss)
-    got = sharding.unshard_params(sharded, V)
+    got = sharding.unshard_params(sharded, V, D)
     assert set(got) == set(want)
     for name in want:
         assert got[name].shape == want[name].shape
@@ -203,6 +213,25 @@ def test_tables_are_split_not_replicated(n):
     trained, _ = _run_sharded(mesh, "sg", "hs")
     node = np.asarray(jax.device_get(trained["node_vecs"]))
     np.testing.assert_array_equal(node[V - 1 :], 0.0)
+
+
+def test_tables_split_by_dimensions_hold_every_row_at_some_columns():
+    """DIMS on 4 devices: D = 6 is padded to 8 columns, 2 per device, every row on each; the
+    padding columns are zero and stay zero through training."""
+    n = 4
+    mesh = sharding.make_mesh(_devices(n))
+    params = sharding.shard_params(_init_params("hs"), mesh, layout=sharding.DIMS)
+    for name, table in params.items():
+        rows = sharding.table_rows(name, V)
+        assert table.shape == (rows, 8)
+        shards = table.addressable_shards
+        assert {s.data.shape for s in shards} == {(rows, 2)}  # 1/n of the columns per device
+        assert sorted(s.index[1].start or 0 for s in shards) == [0, 2, 4, 6]
+    trained, _ = _run_sharded(mesh, "cbow", "hs", layout=sharding.DIMS)
+    for name, table in trained.items():
+        host = np.asarray(jax.device_get(table))
+        np.testing.assert_array_equal(host[:, D:], 0.0, err_msg=name)
+        assert not np.allclose(host[:, :D], _init_params("hs")[name])
 
 
 def test_compiled_step_moves_rows_not_tables():
@@ -239,6 +268,50 @@ def test_compiled_step_moves_rows_not_tables():
         assert max(o["operand_bytes"], o["result_bytes"]) <= batch_row_bytes, o
 
 
+def test_compiled_dims_step_moves_scores_not_rows():
+    """Split by dimensions, a step's collectives carry the batch's ids and masks, the [B, K+1]
+    scores and the gradient norm: nothing row-sized, let alone table-sized."""
+    n, v, d, b, k = 4, 4096, 8, 16, 5
+    mesh = sharding.make_mesh(_devices(n))
+    rng = np.random.default_rng(0)
+    tables = {name: jnp.zeros((v, d), jnp.float32) for name in ("center_vecs", "outside_vecs")}
+    state = sharding.shard_state(step_lib.init_state(tables, SGD), mesh, layout=sharding.DIMS)
+    batch = sharding.shard_batch(
+        {
+            "center": rng.integers(0, v, b).astype(np.int32),
+            "context": rng.integers(0, v, b).astype(np.int32),
+            "mask": np.ones(b, np.float32),
+        },
+        mesh,
+    )
+    objective = objectives.sgns(k)
+    consts = jax.device_put(objective.make_consts(np.arange(v, 0, -1)))
+    batch["progress"] = jnp.float32(0.0)
+    step = sharding.make_sharded_step(
+        mesh, objective, inputs_lib.skip_gram(), SGD, layout=sharding.DIMS
+    )
+    lowered = jax.jit(step).lower(state, consts, batch, jax.random.key(0))
+    ops = hlo.hlo_collectives(lowered.compile().as_text())
+    scores_bytes = b * (1 + k) * 4
+    assert any(o["op"] == "all-reduce" and o["result_bytes"] == scores_bytes for o in ops), ops
+    assert {o["op"] for o in ops} <= {"all-gather", "all-reduce"}, ops
+    for o in ops:  # one row of the batch would already be d * 4 bytes per id
+        assert max(o["operand_bytes"], o["result_bytes"]) <= scores_bytes, o
+
+
+def test_dims_layout_refuses_objectives_it_cannot_split():
+    mesh = sharding.make_mesh(_devices(2))
+    with pytest.raises(ValueError, match="dense"):
+        sharding.make_sharded_step(
+            mesh, objectives.softmax(), _inputs("sg"), SGD, layout=sharding.DIMS
+        )
+    penalised = dataclasses.replace(objectives.sgns(K), through_scores=False)
+    with pytest.raises(ValueError, match="through_scores=False"):
+        sharding.make_sharded_step(mesh, penalised, _inputs("sg"), SGD, layout=sharding.DIMS)
+    with pytest.raises(ValueError, match="--shard-by must be one of"):
+        sharding.layout_named("columns")
+
+
 def test_step_rejects_bad_inputs():
     mesh = sharding.make_mesh(_devices(4))
     state = _sharded_state(mesh, "ns")
@@ -268,16 +341,19 @@ def test_checkpoint_round_trip_and_reshard(tmp_path):
     sharding.save_sharded(path, sharding.shard_params(_init_params("hs", seed=5), mesh4), V)
     sharding.save_sharded(path, params, V, extra={"step": 1})
     assert not (tmp_path / "ckpt.partial").exists() and not (tmp_path / "ckpt.old").exists()
-    for n in (4, 2):
+    for n, layout in ((4, sharding.ROWS), (2, sharding.ROWS), (4, sharding.DIMS)):
         mesh = sharding.make_mesh(_devices(n))
-        restored, meta = sharding.restore_sharded(path, mesh)
+        restored, meta = sharding.restore_sharded(path, mesh, layout=layout)
         assert meta["extra"] == {"step": 1}
-        assert restored["node_vecs"].sharding.is_equivalent_to(sharding.table_sharding(mesh), 2)
-        got = sharding.unshard_params(restored, V)
+        target = sharding.table_sharding(mesh, layout=layout)
+        assert restored["node_vecs"].sharding.is_equivalent_to(target, 2)
+        got = sharding.unshard_params(restored, V, D)
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
     with pytest.raises(FileNotFoundError, match="meta.json"):
         sharding.restore_sharded(tmp_path / "missing", mesh4)
+    with pytest.raises(ValueError, match="split by dimensions"):
+        sharding.save_sharded(tmp_path / "dims", restored, V)
 
 
 def test_checkpoint_keeps_tables_whose_names_share_a_prefix(tmp_path):
@@ -318,7 +394,8 @@ INF = float("inf")
     + [("sg", "ns", "combine", 2.0), ("cbow", "hs", "combine", INF)],
     ids=lambda x: x if isinstance(x, str) else None,
 )
-def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap):
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: x.name)
+def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap, layout):
     """The same batch and key through ``step.make_step`` on one device and through the 2-device
     sharded step give the same tables and optimizer state: one model and one update rule, two
     layouts (plain SGD and Adagrad, with and without the duplicate cap, and SGD with the GPU's
@@ -333,10 +410,10 @@ def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap):
     mesh = sharding.make_mesh(_devices(2))
     sharded_step = jax.jit(
         sharding.make_sharded_step(
-            mesh, objective, inputs, tx, dup_cap=dup_cap, combine_duplicates=combine
+            mesh, objective, inputs, tx, dup_cap=dup_cap, combine_duplicates=combine, layout=layout
         )
     )
-    sharded = sharding.shard_state(state, mesh)
+    sharded = sharding.shard_state(state, mesh, layout=layout)
     for s in range(2):
         batch = {k: jnp.asarray(v) for k, v in _batch(model, s).items()}
         batch["progress"] = jnp.float32(0.25 * s)
@@ -349,7 +426,7 @@ def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap):
         )
         np.testing.assert_allclose(m2["loss_sum"], m1["loss_sum"], rtol=1e-5)
         np.testing.assert_allclose(m2["grad_norm"], m1["grad_norm"], rtol=1e-5)
-    back = sharding.unshard_params(sharded.params, V)
+    back = sharding.unshard_params(sharded.params, V, D)
     for name in params:
         np.testing.assert_allclose(
             back[name], np.asarray(state.params[name]), rtol=1e-5, atol=1e-6, err_msg=name
@@ -360,24 +437,28 @@ def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap):
         jax.tree.leaves(host), jax.tree.leaves(jax.device_get(state.opt_state)), strict=True
     ):
         np.testing.assert_allclose(
-            np.asarray(a)[: np.shape(b)[0]] if np.ndim(b) else a, b, rtol=1e-5, atol=1e-6
+            np.asarray(a)[: np.shape(b)[0], :D] if np.ndim(b) == 2 else a, b, rtol=1e-5, atol=1e-6
         )
     assert int(sharded.step) == int(state.step) == 2
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: x.name)
 @pytest.mark.parametrize("loss", ["ns", "hs"])
 @pytest.mark.parametrize("n", [2, 3, 4])
-def test_state_built_shard_by_shard_equals_the_sharded_one_device_state(loss, n):
-    """sharding.init_state makes each device's rows alone; the tables are those of the
-    one-device initialisation, split (padding rows zero), for plain SGD and Adagrad."""
+def test_state_built_shard_by_shard_equals_the_sharded_one_device_state(loss, n, layout):
+    """sharding.init_state makes each device's part alone; the tables are those of the
+    one-device initialisation, split (padding zero), for plain SGD and Adagrad."""
     mesh = sharding.make_mesh(_devices(n))
-    objective, vocab, dim = _objective(loss), 1003, 16  # 1003 rows: padded on 2, 3 and 4 devices
+    # 1003 rows and 10 columns: rows padded on 2, 3 and 4 devices, columns on 3 and 4
+    objective, vocab, dim = _objective(loss), 1003, 10
     key = jax.random.split(jax.random.key(3))[0]
     for tx in (optim.make_optimizer("sgd", 0.025), optim.make_optimizer("adagrad", 0.1)):
         want = sharding.shard_state(
-            step_lib.init_state(step_lib.init_params(objective, vocab, dim, key), tx), mesh
+            step_lib.init_state(step_lib.init_params(objective, vocab, dim, key), tx),
+            mesh,
+            layout=layout,
         )
-        got = sharding.init_state(objective, vocab, dim, key, tx, mesh)
+        got = sharding.init_state(objective, vocab, dim, key, tx, mesh, layout=layout)
         assert jax.tree.structure(got) == jax.tree.structure(want)
         for name, table in got.params.items():
             assert table.sharding.is_equivalent_to(want.params[name].sharding, 2), name
@@ -386,29 +467,30 @@ def test_state_built_shard_by_shard_equals_the_sharded_one_device_state(loss, n)
         rows = {name: int(objective.table_rows(vocab)) for name in got.params}
         rows["center_vecs"] = vocab
         for leaf_got, leaf_want in zip(
-            jax.tree.leaves(sharding.unpad_state(sharding.unshard_state(got), rows, vocab)),
-            jax.tree.leaves(sharding.unpad_state(sharding.unshard_state(want), rows, vocab)),
+            jax.tree.leaves(sharding.unpad_state(sharding.unshard_state(got), rows, vocab, dim)),
+            jax.tree.leaves(sharding.unpad_state(sharding.unshard_state(want), rows, vocab, dim)),
             strict=True,
         ):
             np.testing.assert_array_equal(np.asarray(leaf_got), np.asarray(leaf_want))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: x.name)
 @pytest.mark.parametrize("n", [2, 3])
-def test_a_streamed_state_writes_the_checkpoint_of_the_gathered_one(tmp_path, n):
+def test_a_streamed_state_writes_the_checkpoint_of_the_gathered_one(tmp_path, n, layout):
     """Checkpoints of a mesh stream each table in row blocks (no process holds one whole); the
     file is byte for byte the one the gathered, unpadded state gives, and the tables assemble."""
     from w2v_jax.checkpoint import ArrayBlocks, drain, load_checkpoint, save_checkpoint
 
     mesh = sharding.make_mesh(_devices(n))
-    objective, vocab, dim = _objective("hs"), 1003, 16
+    objective, vocab, dim = _objective("hs"), 1003, 16  # DIMS on 3 devices: 18 columns
     key = jax.random.key(5)
     tx = optim.make_optimizer("adagrad", 0.1)
-    state = sharding.init_state(objective, vocab, dim, key, tx, mesh)
+    state = sharding.init_state(objective, vocab, dim, key, tx, mesh, layout=layout)
     rows = {name: int(objective.table_rows(vocab)) for name in state.params}
     rows["center_vecs"] = vocab
-    whole = sharding.unpad_state(sharding.unshard_state(state), rows, vocab)
-    # 7 rows of 16 floats per block: 144 blocks, the last one overlapping its neighbour
-    streamed = sharding.streamed_state(state, rows, block_bytes=7 * dim * 4)
+    whole = sharding.unpad_state(sharding.unshard_state(state), rows, vocab, dim)
+    # 7 rows per block: 144 blocks, the last one overlapping its neighbour
+    streamed = sharding.streamed_state(state, rows, dim=dim, block_bytes=7 * dim * 4)
     assert all(isinstance(t, ArrayBlocks) for t in streamed.params.values())
 
     def payload(s):

@@ -601,28 +601,47 @@ def _assert_same_tables(a, b, rtol=2e-4, atol=2e-6):
     ],
 )
 def test_train_on_2_and_4_devices_gives_the_one_device_tables(topic_corpus, model, loss, optimizer):
-    # The same run, tables split by vocabulary rows over 2 and 4 devices: the same model and
-    # update on every device count, so the same tables up to float summation order.
+    # The same run, tables split by dimensions or by vocabulary rows over 2 and 4 devices: the
+    # same model and update on every device count, so the same tables up to float summation order.
     cfg = _cfg(model=model, loss=loss, optimizer=optimizer, epochs=1, alpha=0.025)
     one = train(str(topic_corpus), cfg, progress=False)
-    for n in (2, 4):
-        many = train(str(topic_corpus), cfg, progress=False, mesh=_mesh(n))
-        assert many.update == "sparse" and f"{n} devices" in many.update_reason
-        _assert_same_tables(many, one)
-        assert many.epoch_loss == pytest.approx(one.epoch_loss, rel=1e-5)
+    for layout, what in (("dims", "dimensions"), ("rows", "vocabulary rows")):
+        for n in (2, 4):
+            cfg_n = override(cfg, shard_by=layout)
+            many = train(str(topic_corpus), cfg_n, progress=False, mesh=_mesh(n))
+            assert many.update == "sparse"
+            assert f"{n} devices by {what}" in many.update_reason
+            _assert_same_tables(many, one)
+            assert many.epoch_loss == pytest.approx(one.epoch_loss, rel=1e-5)
 
 
-def test_a_run_on_4_devices_resumes_on_2_and_on_1(topic_corpus, tmp_path):
+@pytest.mark.parametrize(
+    "first,then,n", [("dims", "rows", 2), ("dims", "dims", 1), ("rows", "dims", 2)]
+)
+def test_a_run_on_4_devices_resumes_on_2_and_on_1(topic_corpus, tmp_path, first, then, n):
+    # The checkpoint holds the tables as one device would: any layout, any device count resumes.
     cfg = _cfg(epochs=2, batch_size=128, steps_per_call=2)
     full = train(str(topic_corpus), cfg, progress=False)
-    for i, n in enumerate((2, 1)):
-        out = tmp_path / f"run{i}"
-        part = train(str(topic_corpus), cfg, out=out, progress=False, max_steps=6, mesh=_mesh(4))
-        assert part.steps == 6
-        mesh = _mesh(n) if n > 1 else None
-        rest = train(str(topic_corpus), cfg, out=out, resume=True, progress=False, mesh=mesh)
-        assert rest.steps > 0
-        _assert_same_tables(rest, full)
+    part = train(
+        str(topic_corpus),
+        override(cfg, shard_by=first),
+        out=tmp_path,
+        progress=False,
+        max_steps=6,
+        mesh=_mesh(4),
+    )
+    assert part.steps == 6
+    mesh = _mesh(n) if n > 1 else None
+    rest = train(
+        str(topic_corpus),
+        override(cfg, shard_by=then),
+        out=tmp_path,
+        resume=True,
+        progress=False,
+        mesh=mesh,
+    )
+    assert rest.steps > 0
+    _assert_same_tables(rest, full)
 
 
 def test_auto_on_one_device_resumes_a_mesh_run_with_its_step(topic_corpus, tmp_path):
@@ -647,6 +666,10 @@ def test_devices_config_builds_the_mesh_or_says_why_not(topic_corpus):
         _cfg(devices=3, batch_size=256)
     with pytest.raises(ValueError, match="runs on one device"):
         train(str(topic_corpus), _cfg(devices=2, update="dense"), progress=False)
+    with pytest.raises(ValueError, match="--dim 2 < 4 devices"):
+        train(str(topic_corpus), _cfg(devices=4, dim=2), progress=False)
+    with pytest.raises(ValueError, match="--shard-by must be one of"):
+        _cfg(shard_by="columns")
 
 
 class _FakeDevice:

@@ -143,8 +143,16 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         "--devices",
         type=int,
         default=t.devices,
-        help="split the tables by vocabulary rows over this many local devices (on CPU, "
-        "simulated devices over the cores); in a multi-host run, devices per process",
+        help="split the tables over this many local devices (on CPU, simulated devices over "
+        "the cores); in a multi-host run, devices per process",
+    )
+    p.add_argument(
+        "--shard-by",
+        choices=config_lib.SHARD_LAYOUTS,
+        default=t.shard_by,
+        help="how the tables split over devices: dims (every device holds every row at D/n "
+        "columns; a step moves only the [B, K+1] scores) or rows (V/n rows each; a step moves "
+        "the batch's rows); docs/scaling.md",
     )
     p.add_argument(
         "--corpus-slices",
@@ -210,6 +218,7 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
             threads=a.threads,
             deterministic=a.deterministic,
             devices=a.devices,
+            shard_by=a.shard_by,
             corpus_slices=a.corpus_slices,
             seed=a.seed,
             checkpoint_every_s=a.checkpoint_every,

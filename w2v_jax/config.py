@@ -20,6 +20,7 @@ OPTIMIZERS = ("sgd", "adagrad", "adam", "rmsprop")
 CBOW_GRADS = ("word2vec", "exact")
 GRAD_MODES = ("manual", "autodiff")
 UPDATE_MODES = ("auto", "sparse", "dense", "fused")  # "auto": step.choose_update
+SHARD_LAYOUTS = ("dims", "rows")  # sharding.LAYOUTS: how tables split over devices
 
 # Full softmax materialises [B, V] logits and a dense [V, D] gradient: refuse it past this V.
 MAX_SOFTMAX_VOCAB = 50_000
@@ -78,7 +79,10 @@ class TrainConfig:
     # Bit-reproducible: the fused kernel's deterministic schedule (the same bits for the same
     # thread count, which a run then records), or the pure-JAX step on CPU.
     deterministic: bool = False
-    devices: int = 1  # tables split by vocabulary rows over this many local devices (sharding.py)
+    devices: int = 1  # tables split over this many local devices (sharding.py)
+    # How the tables split over devices: "dims" (each device every row, D / n columns; only
+    # scores move) or "rows" (each device V / n rows; rows move). sharding.Layout.
+    shard_by: str = "dims"
     # The batch stream reads the corpus in this many slices, B / slices rows of every step from
     # each (batches.iterate_slices), so each process of a multi-host run reads only its own.
     # None: one per process (1 on one host); resuming keeps the checkpoint's count.
@@ -197,6 +201,7 @@ def validate(cfg: Config) -> Config:
     _check(t.grad in GRAD_MODES, f"--grad must be one of {GRAD_MODES}")
     _check(t.threads >= 0, f"--threads must be >= 0 (0: all cores), got {t.threads}")
     _check(t.devices >= 1, f"--devices must be >= 1, got {t.devices}")
+    _check(t.shard_by in SHARD_LAYOUTS, f"--shard-by must be one of {SHARD_LAYOUTS}")
     _check(
         t.batch_size is None or t.batch_size % t.devices == 0,
         f"--batch-size {t.batch_size} must be a multiple of --devices {t.devices} "

@@ -81,6 +81,10 @@ class Objective:
         ``"hs"``), or ``None``. :mod:`w2v_jax.fused` also checks that ``row_grads`` is still the
         built-in one, so an objective copied with ``dataclasses.replace`` and new math is refused
         by the kernel rather than silently trained with the old math.
+      through_scores: the loss reads ``h`` and the target rows only through the scores
+        ``s_t = h . u_t`` (true of every built-in: SGNS, NCE, HS). That is what lets
+        :func:`split_dims` train tables whose columns are split over devices; set it False for
+        a loss that reads the rows otherwise (a penalty on their norm, say).
     """
 
     name: str
@@ -94,6 +98,7 @@ class Objective:
     dense_grads: Callable | None = None
     dense_loss: Callable | None = None
     kernel: str | None = None
+    through_scores: bool = True
 
     @property
     def dense(self) -> bool:
@@ -318,6 +323,42 @@ def _autodiff_dense(dense_loss: Callable) -> Callable:
         return loss_B, dh_BxD / jnp.where(w_B > 0, w_B, 1.0)[:, None], dU
 
     return dense_grads
+
+
+def split_dims(objective: Objective, sum_parts: Callable[[jax.Array], jax.Array]) -> Objective:
+    r"""``objective`` for tables whose D columns are split into parts (one per device).
+
+    Each part holds ``h`` and the target rows at its own columns only. A loss that reads them
+    through the scores :math:`s_t = h^\top u_t` alone (``objective.through_scores``) needs just
+    those: the parts' partial dots summed by ``sum_parts`` (a ``psum`` over the mesh axis, [B, T]
+    floats). By the chain rule, with :math:`g_t = \partial J / \partial s_t`,
+
+    .. math::
+
+        \frac{\partial J}{\partial h} = \sum_t g_t u_t, \qquad
+        \frac{\partial J}{\partial u_t} = g_t h,
+
+    so each part's gradients are its own columns of these. :math:`g` comes from the objective's
+    own ``row_grads`` at D = 1, with ``h = [1]`` and rows ``[s_t]``: there its row gradients are
+    :math:`g_t \cdot 1`, and the scores (biases and masks included) are the true ones. The
+    numbers equal the unsplit objective's up to the order of the sum over D.
+    """
+    if objective.dense or not objective.through_scores:
+        raise ValueError(
+            f"the {objective.name!r} objective cannot train tables split by dimensions: "
+            + ("it is dense (a [V, D] gradient)" if objective.dense else "through_scores=False")
+        )
+    row_grads = objective.row_grads
+
+    def split_row_grads(h_BxD, rows_BxTxD, tg: Targets):
+        s_BxT = sum_parts(jnp.einsum("bd,btd->bt", h_BxD, rows_BxTxD))
+        ones_Bx1 = jnp.ones((h_BxD.shape[0], 1), h_BxD.dtype)
+        loss_B, _, g_BxTx1 = row_grads(ones_Bx1, s_BxT[..., None], tg)
+        g_BxT = g_BxTx1[..., 0]
+        dh_BxD = jnp.einsum("bt,btd->bd", g_BxT, rows_BxTxD)
+        return loss_B, dh_BxD, g_BxT[..., None] * h_BxD[:, None, :]
+
+    return dataclasses.replace(objective, row_grads=split_row_grads, kernel=None)
 
 
 BUILTIN: dict[str, Callable[..., Objective]] = {

@@ -39,6 +39,7 @@ and read one ``.npy`` file per shard, restorable onto a mesh of any size.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -85,9 +86,47 @@ def table_rows(name: str, vocab_size: int) -> int:
     return vocab_size - 1 if name == "node_vecs" else vocab_size
 
 
-def table_sharding(mesh: Mesh, axis_name: str = AXIS) -> NamedSharding:
-    """Rows split over the mesh axis, columns whole: ``P(axis, None)``."""
-    return NamedSharding(mesh, P(axis_name, None))
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Which axis of every table (and of its row-shaped optimizer state) the mesh splits.
+
+    Attributes:
+      name: the ``--shard-by`` value, ``"rows"`` or ``"dims"``.
+      axis: 0, the vocabulary rows (each device owns ``Vp / n`` rows and the step moves rows
+        between devices), or 1, the D columns (each device holds every row at ``Dp / n``
+        columns, sees the whole batch, and the step moves only the [B, T] scores).
+    """
+
+    name: str
+    axis: int
+
+    def table_spec(self, axis_name: str = AXIS) -> P:
+        """``P(axis, None)`` for rows, ``P(None, axis)`` for dims."""
+        return P(axis_name, None) if self.axis == 0 else P(None, axis_name)
+
+    def scratch_spec(self, axis_name: str = AXIS) -> P:
+        """The [V] duplicate counter: split like the rows, or whole on every device (dims: every
+        device counts the ids of the whole batch)."""
+        return P(axis_name) if self.axis == 0 else P()
+
+
+ROWS = Layout("rows", 0)
+DIMS = Layout("dims", 1)
+LAYOUTS = {layout.name: layout for layout in (ROWS, DIMS)}
+
+
+def layout_named(name: str | Layout) -> Layout:
+    """The :class:`Layout` a ``--shard-by`` value names (a Layout passes through)."""
+    if isinstance(name, Layout):
+        return name
+    if name not in LAYOUTS:
+        raise ValueError(f"--shard-by must be one of {sorted(LAYOUTS)}, got {name!r}")
+    return LAYOUTS[name]
+
+
+def table_sharding(mesh: Mesh, axis_name: str = AXIS, layout: Layout = ROWS) -> NamedSharding:
+    """A table's sharding: ``layout``'s axis split over the mesh axis, the other whole."""
+    return NamedSharding(mesh, layout.table_spec(axis_name))
 
 
 def batch_sharding(mesh: Mesh, axis_name: str = AXIS) -> NamedSharding:
@@ -101,54 +140,67 @@ def _from_host(x: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
 
+def _padded_shape(shape: tuple[int, ...], spec: P, n: int, axis_name: str = AXIS):
+    """``shape`` with each axis ``spec`` splits over ``axis_name`` padded to a multiple of n."""
+    spec = tuple(spec) + (None,) * (len(shape) - len(tuple(spec)))
+    return tuple(
+        padded_rows(d, n) if a == axis_name else d for d, a in zip(shape, spec, strict=True)
+    )
+
+
 def _padded_array(
-    total: int,
-    real: int,
-    tail: tuple[int, ...],
+    total: tuple[int, ...],
+    real: tuple[int, ...],
     dtype: Any,
-    rows_of: Callable[[int, int], Any],
+    read: Callable[[tuple[slice, ...]], Any],
     sharding: NamedSharding,
 ) -> jax.Array:
-    """A global ``[total, *tail]`` array split by rows: rows ``lo .. hi`` below ``real`` are
-    ``rows_of(lo, hi)``, the padding rows after them zero. Each shard is made alone (the callback
-    of ``jax.make_array_from_callback``), so no process holds the whole array."""
+    """A global array of shape ``total`` whose entries inside ``real`` are ``read(index)`` and
+    whose padding (past ``real`` along any axis) is zero. ``read`` gets a tuple of slices inside
+    ``real``. Each shard is made alone (the callback of ``jax.make_array_from_callback``), so no
+    process holds the whole array."""
 
     def block(index) -> np.ndarray:
-        lo, hi, _ = index[0].indices(total)
-        top = min(hi, real)
-        if top == hi:  # no padding in this shard
-            return np.asarray(rows_of(lo, hi), dtype)
-        out = np.zeros((hi - lo, *tail), dtype)
-        if top > lo:
-            out[: top - lo] = rows_of(lo, top)
+        bounds = [sl.indices(t)[:2] for sl, t in zip(index, total, strict=True)]
+        inside = tuple(slice(lo, min(hi, r)) for (lo, hi), r in zip(bounds, real, strict=True))
+        if all(sl.stop == hi for sl, (_, hi) in zip(inside, bounds, strict=True)):  # no padding
+            return np.asarray(read(inside), dtype)
+        out = np.zeros([hi - lo for lo, hi in bounds], dtype)
+        if all(sl.stop > sl.start for sl in inside):
+            out[tuple(slice(0, sl.stop - sl.start) for sl in inside)] = read(inside)
         return out
 
-    return jax.make_array_from_callback((total, *tail), sharding, block)
+    return jax.make_array_from_callback(tuple(total), sharding, block)
 
 
-def shard_params(params: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS) -> Params:
-    """Host (or single-device) tables -> row-sharded global arrays, zero-padded to ``Vp`` rows.
+def _split(host: Any, mesh: Mesh, spec: P, axis_name: str = AXIS) -> jax.Array:
+    """Host array -> global array with ``spec``, zero-padded where ``spec`` splits an axis."""
+    host = host if isinstance(host, np.ndarray) else np.asarray(host)  # memory maps stay maps
+    total = _padded_shape(host.shape, spec, mesh.shape[axis_name], axis_name)
+    sharding = NamedSharding(mesh, spec)
+    return _padded_array(total, host.shape, host.dtype, lambda ix: host[ix], sharding)
 
-    Padding rows are never addressed by an id (ids are ``< V``), so they stay zero. In a
-    multi-process run every process passes the same host tables and keeps only its own rows
-    (``jax.make_array_from_callback``); :func:`init_state` makes a fresh run's shards in place.
+
+def shard_params(
+    params: Mapping[str, Any], mesh: Mesh, *, axis_name: str = AXIS, layout: Layout = ROWS
+) -> Params:
+    """Host (or single-device) tables -> global arrays split by ``layout``, zero-padded to a
+    multiple of the mesh size along the split axis.
+
+    Padding rows are never addressed by an id (ids are ``< V``) and padding columns get zero
+    gradients (every score ignores them), so both stay zero. In a multi-process run every process
+    passes the same host tables and keeps only its own part (``jax.make_array_from_callback``);
+    :func:`init_state` makes a fresh run's shards in place.
     """
-    n = mesh.shape[axis_name]
-    sharding = table_sharding(mesh, axis_name)
-    out = {}
-    for name, table in params.items():
-        host = np.asarray(table)
-        rows, dim = host.shape
-
-        def rows_of(lo: int, hi: int, host=host) -> np.ndarray:
-            return host[lo:hi]
-
-        out[name] = _padded_array(padded_rows(rows, n), rows, (dim,), host.dtype, rows_of, sharding)
-    return out
+    spec = layout.table_spec(axis_name)
+    return {name: _split(table, mesh, spec, axis_name) for name, table in params.items()}
 
 
-def unshard_params(params: Mapping[str, jax.Array], vocab_size: int) -> dict[str, np.ndarray]:
-    """Sharded tables -> host numpy with the padding rows removed (on every process).
+def unshard_params(
+    params: Mapping[str, jax.Array], vocab_size: int, dim: int | None = None
+) -> dict[str, np.ndarray]:
+    """Sharded tables -> host numpy with the padding removed (on every process): rows past the
+    table's own, and columns past ``dim`` (the padding of tables split by dimensions).
 
     In a multi-process run this all-gathers every table to every host (host memory, not device
     memory); use it for export and tests, :func:`save_sharded` for checkpoints.
@@ -161,7 +213,7 @@ def unshard_params(params: Mapping[str, jax.Array], vocab_size: int) -> dict[str
             host = np.asarray(jax.device_get(table))
         else:
             host = np.asarray(multihost_utils.process_allgather(table, tiled=True))
-        out[name] = host[: table_rows(name, vocab_size)]
+        out[name] = host[: table_rows(name, vocab_size), :dim]
     return out
 
 
@@ -226,16 +278,22 @@ def _map_opt_state(
     }
 
 
-def state_specs(state: step_lib.TrainState, axis_name: str = AXIS) -> step_lib.TrainState:
-    """The ``PartitionSpec`` of every leaf of a :class:`~w2v_jax.step.TrainState`: tables, their
-    row-shaped optimizer state and the duplicate counter split by rows, scalars replicated."""
-    opt = _map_opt_state(state, lambda _, x: P(axis_name, None), lambda x: P())
+def state_specs(
+    state: step_lib.TrainState, axis_name: str = AXIS, layout: Layout = ROWS
+) -> step_lib.TrainState:
+    """The ``PartitionSpec`` of every leaf of a :class:`~w2v_jax.step.TrainState`: tables and
+    their table-shaped optimizer state split by ``layout``, the duplicate counter split like the
+    rows (rows) or whole (dims), scalars replicated."""
+    table = layout.table_spec(axis_name)
     return step_lib.TrainState(
-        params={name: P(axis_name, None) for name in state.params},
-        opt_state=opt,
+        params={name: table for name in state.params},
+        opt_state=_map_opt_state(state, lambda _, x: table, lambda x: P()),
         step=P(),
-        scratch=P(axis_name),
+        scratch=layout.scratch_spec(axis_name),
     )
+
+
+INIT_BLOCK_ROWS = 1 << 16  # rows drawn at a time when a device keeps only some columns of them
 
 
 def init_state(
@@ -247,28 +305,39 @@ def init_state(
     mesh: Mesh,
     *,
     axis_name: str = AXIS,
+    layout: Layout = ROWS,
 ) -> step_lib.TrainState:
     """A fresh run's state built shard by shard: each device (each host, in a multi-host run)
-    makes only its own rows, so no device or host ever holds a whole table.
+    makes only its own part, so no device or host ever holds a whole table.
 
-    The tables equal ``shard_state(step.init_state(step.init_params(...), tx), mesh)`` bit for
-    bit (:func:`w2v_jax.step.uniform_rows`); optimizer state is ``tx.init`` of the sharded
-    tables (its padding rows are never read).
+    The tables equal ``shard_state(step.init_state(step.init_params(...), tx), mesh, layout=)``
+    bit for bit (:func:`w2v_jax.step.uniform_rows`); optimizer state is ``tx.init`` of the
+    sharded tables (its padding is never read). Split by dimensions, each device draws every
+    row, ``INIT_BLOCK_ROWS`` at a time, and keeps its columns.
     """
     n = mesh.shape[axis_name]
     rows = {"center_vecs": vocab_size, objective.table: objective.table_rows(vocab_size)}
     lim = 0.5 / dim
+    spec = layout.table_spec(axis_name)
 
     def table(name: str) -> jax.Array:
         real = rows[name]
 
-        def rows_of(lo: int, hi: int):
-            if name == "center_vecs":
-                return step_lib.uniform_rows(key, real, dim, -lim, lim, lo, hi)
-            return np.zeros((hi - lo, dim), np.float32)  # the objective's table starts at zero
+        def read(ix: tuple[slice, slice]) -> np.ndarray:
+            r, c = ix
+            if name != "center_vecs":  # the objective's table starts at zero
+                return np.zeros((r.stop - r.start, c.stop - c.start), np.float32)
+            if (c.start, c.stop) == (0, dim):
+                return np.asarray(step_lib.uniform_rows(key, real, dim, -lim, lim, r.start, r.stop))
+            out = np.empty((r.stop - r.start, c.stop - c.start), np.float32)
+            for lo in range(r.start, r.stop, INIT_BLOCK_ROWS):
+                hi = min(r.stop, lo + INIT_BLOCK_ROWS)
+                block = step_lib.uniform_rows(key, real, dim, -lim, lim, lo, hi)
+                out[lo - r.start : hi - r.start] = np.asarray(block)[:, c]
+            return out
 
-        sharding = table_sharding(mesh, axis_name)
-        return _padded_array(padded_rows(real, n), real, (dim,), np.float32, rows_of, sharding)
+        total = _padded_shape((real, dim), spec, n, axis_name)
+        return _padded_array(total, (real, dim), np.float32, read, NamedSharding(mesh, spec))
 
     def place(x: Any, spec: P) -> jax.Array:
         """``x`` with sharding ``spec``: kept if it has it, else put there from the host (the
@@ -279,37 +348,31 @@ def init_state(
         return _from_host(x, target)
 
     params = {name: table(name) for name in rows}
+    scratch = np.zeros(_padded_shape((vocab_size,), layout.scratch_spec(axis_name), n), np.float32)
     state = step_lib.TrainState(
         params=params,
         opt_state={name: tx.init(t) for name, t in params.items()},
         step=np.zeros((), np.int32),
-        scratch=np.zeros((padded_rows(vocab_size, n),), np.float32),  # one float per row
+        scratch=scratch,  # one float per row
     )
-    return jax.tree.map(place, state, state_specs(state, axis_name))
+    return jax.tree.map(place, state, state_specs(state, axis_name, layout))
 
 
-def shard_state(state: step_lib.TrainState, mesh: Mesh, *, axis_name: str = AXIS):
-    """A one-device (or host) state -> the same state split by vocabulary rows over ``mesh``.
+def shard_state(
+    state: step_lib.TrainState, mesh: Mesh, *, axis_name: str = AXIS, layout: Layout = ROWS
+):
+    """A one-device (or host) state -> the same state split by ``layout`` over ``mesh``.
 
-    Every table, every optimizer-state leaf shaped like its table and the [V] duplicate counter
-    are zero-padded to a multiple of the mesh size and split by rows (padding rows are never
-    addressed); scalars are replicated. Every process passes the same state.
+    Every table and every optimizer-state leaf shaped like its table is zero-padded to a multiple
+    of the mesh size along the split axis and split (padding is never addressed, see
+    :func:`shard_params`); the [V] duplicate counter is split like the rows or whole (dims);
+    scalars are replicated. Every process passes the same state.
     """
-    n = mesh.shape[axis_name]
 
     def put(x: Any, spec: P) -> jax.Array:
-        x = np.asarray(x)
-        sharding = NamedSharding(mesh, spec)
-        if spec == P():  # replicated
-            return _from_host(x, sharding)
-        real = x.shape[0]
+        return _split(x, mesh, spec, axis_name)
 
-        def rows_of(lo: int, hi: int) -> np.ndarray:
-            return x[lo:hi]
-
-        return _padded_array(padded_rows(real, n), real, x.shape[1:], x.dtype, rows_of, sharding)
-
-    return jax.tree.map(put, jax.device_get(state), state_specs(state, axis_name))
+    return jax.tree.map(put, jax.device_get(state), state_specs(state, axis_name, layout))
 
 
 def needs_sync(mesh: Mesh) -> bool:
@@ -332,10 +395,14 @@ def make_sharded_step(
     dup_cap: float = 64.0,
     combine_duplicates: bool | None = None,
     axis_name: str = AXIS,
+    layout: Layout = ROWS,
 ) -> Callable:
-    """The training step on vocabulary-sharded tables, with :func:`w2v_jax.step.make_step`'s
+    """The training step on sharded tables, with :func:`w2v_jax.step.make_step`'s
     signature: ``(state, consts, batch, key) -> (state, metrics)``, un-jitted (wrap it with
     :func:`w2v_jax.step.make_steps`, as every step).
+
+    ``layout=ROWS`` (this docstring, and the module's) splits the tables by vocabulary rows;
+    ``layout=DIMS`` splits their columns (:func:`_make_dims_step`).
 
     The model is the single-device one (:func:`w2v_jax.step.example_grads` on the same
     objective and input side) and so is the update (:func:`w2v_jax.step.apply_updates`: the
@@ -366,12 +433,16 @@ def make_sharded_step(
             f"make_sharded_step: the {objective.name!r} objective is dense (a [V, D] gradient); "
             "only row objectives shard by vocabulary"
         )
-    out_name = objective.table
-    keys = inputs.batch_keys
-    n = mesh.shape[axis_name]
     combine = (
         mesh.devices.flat[0].platform == "gpu" if combine_duplicates is None else combine_duplicates
     )
+    if layout.axis == 1:
+        return _make_dims_step(
+            mesh, objective, inputs, tx, dup_cap=dup_cap, combine=combine, axis_name=axis_name
+        )
+    out_name = objective.table
+    keys = inputs.batch_keys
+    n = mesh.shape[axis_name]
 
     def local_step(params, opt_state, scratch, batch, targets, progress):
         center_d, out_d = params["center_vecs"], params[out_name]
@@ -450,18 +521,7 @@ def make_sharded_step(
         return params, opt_state, scratch, loss_sum, examples, jax.lax.psum(sq, axis_name)
 
     def step(state: step_lib.TrainState, consts: Any, batch: dict, key: jax.Array):
-        missing = [k for k in keys if k not in batch]
-        if missing:
-            raise KeyError(f"sharded step ({inputs.name}): batch lacks {missing}; needs {keys}")
-        bsz = np.shape(batch["mask"])[0]
-        if bsz % n:
-            raise ValueError(f"sharded step: batch size {bsz} must be a multiple of {n} devices")
-        for name, table in state.params.items():
-            if table.shape[0] % n:
-                raise ValueError(
-                    f"sharded step: {name} has {table.shape[0]} rows, not a multiple of {n} "
-                    "devices; shard the state with shard_state"
-                )
+        _check_step_inputs(state, batch, inputs, n, ROWS)
         key = jax.random.fold_in(key, state.step)
         progress = batch["progress"]
         fields = {k: batch[k] for k in keys}
@@ -495,6 +555,69 @@ def make_sharded_step(
             params=params, opt_state=opt_state, scratch=scratch, step=state.step + 1
         )
         return new, metrics
+
+    return step
+
+
+def _check_step_inputs(state, batch: dict, inputs: InputSide, n: int, layout: Layout) -> None:
+    """One-line errors for a batch or a state the sharded step cannot take."""
+    keys = inputs.batch_keys
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"sharded step ({inputs.name}): batch lacks {missing}; needs {keys}")
+    bsz = np.shape(batch["mask"])[0]
+    if bsz % n:
+        raise ValueError(f"sharded step: batch size {bsz} must be a multiple of {n} devices")
+    what = ("rows", "columns")[layout.axis]
+    for name, table in state.params.items():
+        if table.shape[layout.axis] % n:
+            raise ValueError(
+                f"sharded step: {name} has {table.shape[layout.axis]} {what}, not a multiple of "
+                f"{n} devices; shard the state with shard_state(..., layout={layout.name.upper()})"
+            )
+
+
+def _make_dims_step(mesh, objective, inputs, tx, *, dup_cap, combine, axis_name) -> Callable:
+    r"""The training step on tables split by dimensions: device d holds columns
+    ``[d * Ds, (d + 1) * Ds)`` of every row of every table (``Ds = Dp / n``). As seen from d::
+
+        batch_d [B/n] ── all_gather ──> batch [B]        (ids and masks; every device the same)
+        step.make_step(..., dims_axis): the single-device step on d's columns, where
+          s_part = h_d . u_d  [B, T] ── psum ──> s       (the true scores; floats, small)
+          g = dJ/ds from the objective (objectives.split_dims)
+          dh_d = sum_t g_t u_t,d ; du_t,d = g_t h_d ; scatter into d's columns
+        sum of squared input-side grads ── psum ──> grad_norm
+
+    Per step a device moves ``B * (ids per example)`` ints and ``B * T`` floats, against
+    ``~2 B R D`` floats for the row layout (``docs/scaling.md``); it gathers and scatters every
+    row the batch names, at ``Ds`` columns. Every device draws the same negatives (same batch,
+    same key), counts the same duplicates (its [V] counter is whole) and computes the same loss.
+    The numbers are the single-device step's up to the order of the sum over D in each score.
+    """
+    one = step_lib.make_step(
+        objective, inputs, tx, dup_cap=dup_cap, combine_duplicates=combine, dims_axis=axis_name
+    )
+    keys = inputs.batch_keys
+    n = mesh.shape[axis_name]
+
+    def local_step(state, consts, batch, progress, key):
+        whole = {
+            k: jax.lax.all_gather(v, axis_name, axis=0, tiled=True, to="invarying")
+            for k, v in batch.items()
+        }
+        return one(state, consts, whole | {"progress": progress}, key)
+
+    def step(state: step_lib.TrainState, consts: Any, batch: dict, key: jax.Array):
+        _check_step_inputs(state, batch, inputs, n, DIMS)
+        specs = state_specs(state, axis_name, DIMS)
+        sharded = jax.shard_map(
+            local_step,
+            mesh=mesh,
+            in_specs=(specs, P(), P(axis_name), P(), P()),
+            out_specs=(specs, P()),
+        )
+        fields = {k: batch[k] for k in keys}
+        return sharded(state, consts, fields, batch["progress"], key)
 
     return step
 
@@ -562,6 +685,13 @@ def save_sharded(
     data position, config) is stored in ``meta.json``.
     """
     path = Path(path)
+    for name, table in params.items():
+        spec = tuple(getattr(table.sharding, "spec", ()))
+        if len(spec) > 1 and spec[1] is not None:
+            raise ValueError(
+                f"save_sharded writes row shards; {name} is split by dimensions: write it with "
+                "the trainer's checkpoint (streamed_state and save_checkpoint)"
+            )
     partial = path.with_name(path.name + ".partial")
     if jax.process_index() == 0:
         shutil.rmtree(partial, ignore_errors=True)
@@ -613,11 +743,11 @@ def save_sharded(
 
 
 def restore_sharded(
-    path: str | os.PathLike, mesh: Mesh, *, axis_name: str = AXIS
+    path: str | os.PathLike, mesh: Mesh, *, axis_name: str = AXIS, layout: Layout = ROWS
 ) -> tuple[Params, dict[str, Any]]:
-    """Reads a :func:`save_sharded` checkpoint onto ``mesh`` (of any size).
+    """Reads a :func:`save_sharded` checkpoint onto ``mesh`` (of any size, either layout).
 
-    Each process reads only the row ranges its devices own (memory-mapped), padding with zeros
+    Each process reads only the parts its devices hold (memory-mapped), padding with zeros
     to the new mesh's multiple. Returns ``(params, meta)``; ``meta["extra"]`` is what was saved.
     """
     path = Path(path)
@@ -630,7 +760,7 @@ def restore_sharded(
             f"restore_sharded: {path} has format {meta.get('format')!r}, expected {CKPT_FORMAT!r}"
         )
     n = mesh.shape[axis_name]
-    sharding = table_sharding(mesh, axis_name)
+    spec = layout.table_spec(axis_name)
     params = {}
     for name, info in meta["tables"].items():
         rows, dim = info["shape"]
@@ -640,15 +770,18 @@ def restore_sharded(
             lo, hi = (int(x) for x in fname[len(name) + 1 : -len(".npy")].split("-"))
             pieces.append((lo, hi, path / fname))
 
-        def rows_of(start, stop, pieces=pieces, dtype=dtype, dim=dim):
-            block = np.zeros((stop - start, dim), dtype)
+        def read(ix, pieces=pieces, dtype=dtype):
+            r, c = ix
+            block = np.zeros((r.stop - r.start, c.stop - c.start), dtype)
             for lo, hi, file in pieces:
-                a, b = max(lo, start), min(hi, stop)
+                a, b = max(lo, r.start), min(hi, r.stop)
                 if a < b:
-                    block[a - start : b - start] = np.load(file, mmap_mode="r")[a - lo : b - lo]
+                    piece = np.load(file, mmap_mode="r")[a - lo : b - lo, c]
+                    block[a - r.start : b - r.start] = piece
             return block
 
-        params[name] = _padded_array(padded_rows(rows, n), rows, (dim,), dtype, rows_of, sharding)
+        total = _padded_shape((rows, dim), spec, n, axis_name)
+        params[name] = _padded_array(total, (rows, dim), dtype, read, NamedSharding(mesh, spec))
     return params, meta
 
 
@@ -709,6 +842,35 @@ def _row_blocks(x: jax.Array, rows: int, block_bytes: int):
             yield block[skip : skip + min(per - skip, rows - lo, (k + 1) * local - lo)]
 
 
+@functools.lru_cache(maxsize=32)
+def _rows_getter(mesh: Mesh, rows: int) -> Callable:
+    """A jitted ``(table, a) -> rows a .. a + rows``, whole on every device, for a table split by
+    columns: each device slices its own columns and one all-gather joins them (only the block
+    moves). One compilation per mesh and block size."""
+
+    def body(x, a):
+        return jax.lax.dynamic_slice_in_dim(x, a, rows, axis=0)
+
+    return jax.jit(body, out_shardings=NamedSharding(mesh, P()))
+
+
+def _split_axis(x: jax.Array) -> int:
+    """0 if ``x`` is split by rows, 1 if by columns (a table of a :class:`Layout`)."""
+    spec = tuple(x.sharding.spec)
+    return 1 if len(spec) > 1 and spec[1] is not None else 0
+
+
+def _dims_blocks(x: jax.Array, rows: int, dim: int, block_bytes: int):
+    """The first ``rows`` rows and ``dim`` columns of a column-split ``x`` as host blocks."""
+    row_bytes = x.dtype.itemsize * int(np.prod(x.shape[1:]))
+    per = max(1, min(x.shape[0], block_bytes // max(1, row_bytes)))
+    get = _rows_getter(x.sharding.mesh, per)
+    for lo in range(0, rows, per):
+        a = min(lo, x.shape[0] - per)  # the last block overlaps its neighbour
+        block = np.asarray(get(x, np.int32(a)).addressable_data(0))
+        yield block[lo - a : lo - a + min(per, rows - lo), :dim]
+
+
 def _host_value(x: Any) -> Any:
     """A leaf that is not split by rows, as host numpy (multi-host: this process's replica)."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
@@ -720,6 +882,7 @@ def streamed_state(
     state: step_lib.TrainState,
     rows: Mapping[str, int],
     *,
+    dim: int | None = None,
     block_bytes: int = STREAM_BLOCK_BYTES,
 ) -> step_lib.TrainState:
     """The state :func:`unpad_state` of :func:`unshard_state` gives, with every row-split leaf
@@ -729,12 +892,16 @@ def streamed_state(
     A checkpoint written from it is the same file, but no process ever holds a whole table: each
     block is gathered onto every device (one collective, so every process must produce the
     blocks in the same order: :func:`~w2v_jax.checkpoint.drain` on those that do not write).
-    ``scratch`` is left out (None): checkpoints do not hold it.
+    ``scratch`` is left out (None): checkpoints do not hold it. ``dim``: the true D, needed
+    for tables split by dimensions (their padding columns are cut).
     """
     from w2v_jax.checkpoint import ArrayBlocks
 
     def blocks(name: str, x: jax.Array) -> ArrayBlocks:
         r = rows[name]
+        if _split_axis(x) == 1:
+            d = x.shape[1] if dim is None else dim
+            return ArrayBlocks((r, d), x.dtype, lambda: _dims_blocks(x, r, d, block_bytes))
         return ArrayBlocks((r, *x.shape[1:]), x.dtype, lambda: _row_blocks(x, r, block_bytes))
 
     return step_lib.TrainState(
@@ -756,12 +923,14 @@ def gather_blocks(blocks) -> np.ndarray:
     return out
 
 
-def unpad_state(state: step_lib.TrainState, rows: Mapping[str, int], vocab_size: int):
-    """Cuts a host state's padding: tables (and their row-shaped optimizer leaves) to ``rows[name]``
-    rows, the scratch counter to V."""
+def unpad_state(
+    state: step_lib.TrainState, rows: Mapping[str, int], vocab_size: int, dim: int | None = None
+):
+    """Cuts a host state's padding: tables (and their table-shaped optimizer leaves) to
+    ``rows[name]`` rows and ``dim`` columns, the scratch counter to V."""
     return step_lib.TrainState(
-        params={k: v[: rows[k]] for k, v in state.params.items()},
-        opt_state=_map_opt_state(state, lambda name, x: x[: rows[name]], lambda x: x),
+        params={k: v[: rows[k], :dim] for k, v in state.params.items()},
+        opt_state=_map_opt_state(state, lambda name, x: x[: rows[name], :dim], lambda x: x),
         step=state.step,
         scratch=state.scratch[:vocab_size],
     )

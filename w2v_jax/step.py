@@ -35,6 +35,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from w2v_jax import objectives as objectives_lib
 from w2v_jax import optim
 from w2v_jax.config import override
 from w2v_jax.inputs import InputSide
@@ -366,6 +367,7 @@ def make_step(
     dup_cap: float = 64.0,
     dense: bool = False,
     combine_duplicates: bool | None = None,
+    dims_axis: str | None = None,
 ) -> Callable:
     """The un-jitted single step ``(state, consts, batch, key) -> (state, metrics)``.
 
@@ -384,6 +386,10 @@ def make_step(
         serialise; the Huffman root is on every path, a frequent word is a negative hundreds of
         times per batch). On CPU the plain scatter-add is the faster one and stays the default.
         Both give the same tables up to the order of float summation.
+      dims_axis: the step runs inside a ``shard_map`` whose devices each hold some columns of
+        every table (and the whole batch): the scores and the gradient norm are summed over this
+        mesh axis (:func:`w2v_jax.objectives.split_dims`), everything else is per column. This is
+        how :mod:`w2v_jax.sharding` splits tables by dimensions.
 
     ``batch`` is a dict of arrays: ``center``, ``context``, ``mask`` (plus ``context_mask`` for
     CBOW) and ``progress`` [] float32, the run fraction that sets the learning rate.
@@ -397,6 +403,9 @@ def make_step(
     """
 
     combine = _platform() == "gpu" if combine_duplicates is None else combine_duplicates
+    sum_parts = (lambda x: x) if dims_axis is None else (lambda x: jax.lax.psum(x, dims_axis))
+    if dims_axis is not None:
+        objective = objectives_lib.split_dims(objective, sum_parts)
 
     def step(state: TrainState, consts: Any, batch: dict, key: jax.Array):
         key = jax.random.fold_in(key, state.step)
@@ -421,7 +430,7 @@ def make_step(
             "loss_sum": jnp.sum(loss_B).astype(jnp.float32),
             "examples": jnp.sum(batch["mask"]).astype(jnp.float32),
             "lr": jnp.asarray(lr, jnp.float32),
-            "grad_norm": jnp.sqrt(sq),
+            "grad_norm": jnp.sqrt(sum_parts(sq)),
         }
         new_state = state.replace(
             params=params, opt_state=opt_state, step=state.step + 1, scratch=scratch

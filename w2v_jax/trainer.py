@@ -368,7 +368,7 @@ def _checkpoint_payload(cfg, identity, corpus, vocab, state, positions, words_do
 # Settings that may change on --resume: they do not change the trajectory. ``threads`` and
 # ``deterministic`` (the kernel's thread count) join them unless the run's update is "fused";
 # ``update`` itself is compared as the step that ran (identity), so "auto" equals what it chose.
-RESUMABLE_SETTINGS = ("log_every_s", "checkpoint_every_s", "devices")
+RESUMABLE_SETTINGS = ("log_every_s", "checkpoint_every_s", "devices", "shard_by")
 _FUSED_ONLY = ("threads", "deterministic")
 # How a setting is named in messages, where it is not "--" + the field with dashes.
 _SETTING_NAMES = {
@@ -518,14 +518,25 @@ def _local_mesh(n: int):
 
 
 def _sharded_step(cfg: Config, mesh, objective, inputs, tx):
-    """``(update, reason, step)`` on a mesh: the pure-JAX row step, split by vocabulary rows."""
+    """``(update, reason, step)`` on a mesh: the pure-JAX row step, tables split by
+    ``cfg.train.shard_by``."""
+    n = mesh.devices.size
     if cfg.train.update not in ("auto", "sparse"):
         raise ValueError(
-            f"--update {cfg.train.update} runs on one device; on {mesh.devices.size} devices "
+            f"--update {cfg.train.update} runs on one device; on {n} devices "
             "the step is the pure-JAX row step (--update auto or sparse)"
         )
-    step = sharding.make_sharded_step(mesh, objective, inputs, tx, dup_cap=cfg.train.dup_cap)
-    reason = f"the pure-JAX row step, tables split over {mesh.devices.size} devices by rows"
+    layout = sharding.layout_named(cfg.train.shard_by)
+    if layout is sharding.DIMS and n > cfg.model.dim:
+        raise ValueError(
+            f"--shard-by dims needs at least one column per device: --dim {cfg.model.dim} < "
+            f"{n} devices (use --shard-by rows)"
+        )
+    step = sharding.make_sharded_step(
+        mesh, objective, inputs, tx, dup_cap=cfg.train.dup_cap, layout=layout
+    )
+    what = {"rows": "vocabulary rows", "dims": "dimensions"}[layout.name]
+    reason = f"the pure-JAX row step, tables split over {n} devices by {what}"
     return "sparse", reason, step
 
 
@@ -648,6 +659,7 @@ def train(
     consts = jax.device_put(consts) if mesh is None else sharding.replicate(consts, mesh)
 
     # Restore (or start).
+    layout = sharding.layout_named(cfg.train.shard_by)
     init_key, step_key = jax.random.split(jax.random.key(cfg.train.seed))
     vocab_size = len(vocab.words)
     table_rows = {"center_vecs": vocab_size, objective.table: objective.table_rows(vocab_size)}
@@ -666,10 +678,12 @@ def train(
         words_done = int(ckpt["words_done"])
         tally = LossTally.from_state_dict(ckpt["accumulators"], epoch=_epoch(positions))
         if mesh is not None:
-            state = sharding.shard_state(state, mesh)
+            state = sharding.shard_state(state, mesh, layout=layout)
         ckpt["params"] = ckpt["opt_state"] = None  # the host copies: not held through the run
     elif mesh is not None:  # each device makes its own rows, nobody the whole
-        state = sharding.init_state(objective, vocab_size, cfg.model.dim, init_key, tx, mesh)
+        state = sharding.init_state(
+            objective, vocab_size, cfg.model.dim, init_key, tx, mesh, layout=layout
+        )
     else:
         state = fresh_state()
     tally.epoch = _epoch(positions)
@@ -682,9 +696,11 @@ def train(
         host, which is faster there (BENCHMARKS.md)."""
         if mesh is None:
             return state
+        dim = cfg.model.dim
         if multi:
-            return sharding.streamed_state(state, table_rows)
-        return sharding.unpad_state(sharding.unshard_state(state), table_rows, len(vocab.words))
+            return sharding.streamed_state(state, table_rows, dim=dim)
+        whole = sharding.unshard_state(state)
+        return sharding.unpad_state(whole, table_rows, len(vocab.words), dim)
 
     # Run.
     steps_fn = step_lib.make_steps(one_step)
