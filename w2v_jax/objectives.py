@@ -1,8 +1,8 @@
 r"""Objectives as values: what the output layer predicts, and the row gradients that train it.
 
 An :class:`Objective` is a bundle of pure functions and names, built once from the config, that
-every backend consumes the same way (the pure-JAX step, the vocabulary-sharded step, the fused
-CPU kernel's dispatch):
+every backend consumes the same way (the pure-JAX step, the sharded step, the fused CPU
+kernel's dispatch):
 
 * ``table``: the output table it trains (``outside_vecs`` or ``node_vecs``) and
   ``table_rows(V)``, its row count;

@@ -1,4 +1,10 @@
-r"""Vocabulary-sharded training: tables split by rows over a device mesh, one ``shard_map`` step.
+r"""Sharded training: tables split over a device mesh, one ``shard_map`` step, two layouts.
+
+A :class:`Layout` says which axis of every table the mesh splits. ``DIMS`` (the trainer's
+default) gives each device every row at ``Dp / n`` of the columns; its step is
+:func:`w2v_jax.step.make_step` itself on the device's columns, summing only the [B, T] partial
+scores over the mesh (:func:`_make_dims_step`). ``ROWS``, which the rest of this docstring
+describes, gives each device ``Vp / n`` rows and moves the batch's rows between devices.
 
 Every table (``center_vecs``, ``outside_vecs`` or ``node_vecs``), the optimizer state shaped
 like it and the duplicate counter are padded to ``Vp`` rows, a multiple of the device count

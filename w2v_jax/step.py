@@ -20,8 +20,9 @@ at the same parameters (batch-synchronous), where word2vec.c applies them one pa
 
 ``consts`` are the objective's constant arrays (noise table, Huffman paths): an argument of the
 step, never donated, never part of the state or of a checkpoint. Other backends build steps with
-the same signature: :func:`w2v_jax.fused.make_step` (the C++ kernel) and the vocabulary-sharded
-step of :mod:`w2v_jax.sharding`; :func:`make_steps` wraps any of them in one ``lax.scan``.
+the same signature: :func:`w2v_jax.fused.make_step` (the C++ kernel) and the sharded step
+of :mod:`w2v_jax.sharding` (split by dimensions, it is this step with ``dims_axis``);
+:func:`make_steps` wraps any of them in one ``lax.scan``.
 """
 
 from __future__ import annotations
