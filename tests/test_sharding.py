@@ -383,6 +383,7 @@ def test_hlo_collectives_parses_operands():
 
 
 ADAGRAD = optim.make_optimizer("adagrad", 0.1)
+ADAM = optim.make_optimizer("adam", 0.01)  # two moments shaped like the table and a scalar count
 INF = float("inf")
 
 
@@ -390,7 +391,7 @@ INF = float("inf")
     "model,loss,tx,dup_cap",
     [(m, lo, SGD, INF) for m in ("sg", "cbow") for lo in ("ns", "nce", "hs")]
     + [("sg", "ns", SGD, 2.0), ("cbow", "hs", SGD, 2.0)]
-    + [("sg", "nce", ADAGRAD, 64.0), ("cbow", "hs", ADAGRAD, 64.0)]
+    + [("sg", "nce", ADAGRAD, 64.0), ("cbow", "hs", ADAGRAD, 64.0), ("sg", "ns", ADAM, 64.0)]
     + [("sg", "ns", "combine", 2.0), ("cbow", "hs", "combine", INF)],
     ids=lambda x: x if isinstance(x, str) else None,
 )
@@ -398,7 +399,7 @@ INF = float("inf")
 def test_sharded_step_matches_the_trainers_step(model, loss, tx, dup_cap, layout):
     """The same batch and key through ``step.make_step`` on one device and through the 2-device
     sharded step give the same tables and optimizer state: one model and one update rule, two
-    layouts (plain SGD and Adagrad, with and without the duplicate cap, and SGD with the GPU's
+    layouts (plain SGD, Adagrad and Adam, with and without the duplicate cap, and SGD with the GPU's
     sum of repeated rows before the scatter, forced on here on CPU)."""
     combine = tx == "combine"
     tx = SGD if combine else tx

@@ -289,6 +289,18 @@ def test_blockwise_uniform_init_is_jax_random_uniform_bit_for_bit(monkeypatch, r
         assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
 
 
+@pytest.mark.parametrize("lo,hi,c0,c1", [(0, 835, 0, 34), (17, 700, 34, 67), (3, 4, 99, 100)])
+def test_a_block_of_rows_and_columns_is_that_of_the_uniform_table(monkeypatch, lo, hi, c0, c1):
+    """What a device splitting the table by dimensions draws: its columns of the rows, bit for
+    bit those of the whole draw, in blocks of any size."""
+    monkeypatch.setattr(step_lib, "_INIT_BLOCK", 1000)
+    rows, dim = 835, 100
+    key = jax.random.split(jax.random.key(3))[0]
+    want = np.asarray(jax.random.uniform(key, (rows, dim), jnp.float32, -0.005, 0.005))
+    got = step_lib.uniform_rows(key, rows, dim, -0.005, 0.005, lo, hi, (c0, c1))
+    assert np.asarray(got).tobytes() == want[lo:hi, c0:c1].tobytes()
+
+
 def test_blockwise_uniform_init_keeps_its_temporaries_to_a_block(monkeypatch):
     """The compiled block program allocates O(block), not O(table): its temp buffers are far
     smaller than the table (jax.random.uniform's whole-table temporaries are several times it)."""
@@ -298,7 +310,7 @@ def test_blockwise_uniform_init_keeps_its_temporaries_to_a_block(monkeypatch):
     k1, k2 = jax.random.key_data(jax.random.key(0))
     block_rows = (1 << 12) // dim
     compiled = step_lib._uniform_block.lower(
-        table, k1, k2, 0, 0, 0, block_rows, -0.5 / dim, 0.5 / dim
+        table, k1, k2, 0, 0, 0, block_rows, -0.5 / dim, 0.5 / dim, dim, 0
     ).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
     assert temp < table.nbytes // 16, temp

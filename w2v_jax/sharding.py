@@ -299,9 +299,6 @@ def state_specs(
     )
 
 
-INIT_BLOCK_ROWS = 1 << 16  # rows drawn at a time when a device keeps only some columns of them
-
-
 def init_state(
     objective: Objective,
     vocab_size: int,
@@ -318,8 +315,8 @@ def init_state(
 
     The tables equal ``shard_state(step.init_state(step.init_params(...), tx), mesh, layout=)``
     bit for bit (:func:`w2v_jax.step.uniform_rows`); optimizer state is ``tx.init`` of the
-    sharded tables (its padding is never read). Split by dimensions, each device draws every
-    row, ``INIT_BLOCK_ROWS`` at a time, and keeps its columns.
+    sharded tables (its padding is never read). Split by dimensions, each device draws only its
+    own columns of every row (the uniform draw is indexed by flat position).
     """
     n = mesh.shape[axis_name]
     rows = {"center_vecs": vocab_size, objective.table: objective.table_rows(vocab_size)}
@@ -333,14 +330,10 @@ def init_state(
             r, c = ix
             if name != "center_vecs":  # the objective's table starts at zero
                 return np.zeros((r.stop - r.start, c.stop - c.start), np.float32)
-            if (c.start, c.stop) == (0, dim):
-                return np.asarray(step_lib.uniform_rows(key, real, dim, -lim, lim, r.start, r.stop))
-            out = np.empty((r.stop - r.start, c.stop - c.start), np.float32)
-            for lo in range(r.start, r.stop, INIT_BLOCK_ROWS):
-                hi = min(r.stop, lo + INIT_BLOCK_ROWS)
-                block = step_lib.uniform_rows(key, real, dim, -lim, lim, lo, hi)
-                out[lo - r.start : hi - r.start] = np.asarray(block)[:, c]
-            return out
+            cols = (c.start, c.stop)
+            return np.asarray(
+                step_lib.uniform_rows(key, real, dim, -lim, lim, r.start, r.stop, cols)
+            )
 
         total = _padded_shape((real, dim), spec, n, axis_name)
         return _padded_array(total, (real, dim), np.float32, read, NamedSharding(mesh, spec))

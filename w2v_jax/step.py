@@ -100,50 +100,62 @@ def uniform_table(key: jax.Array, rows: int, dim: int, minval: float, maxval: fl
 
 
 def uniform_rows(
-    key: jax.Array, rows: int, dim: int, minval: float, maxval: float, lo: int, hi: int
+    key: jax.Array,
+    rows: int,
+    dim: int,
+    minval: float,
+    maxval: float,
+    lo: int,
+    hi: int,
+    cols: tuple[int, int] | None = None,
 ) -> jax.Array:
-    """Rows ``lo .. hi`` of :func:`uniform_table` (``rows`` x ``dim``), built without the rest:
-    how each device of a mesh initialises its own shard of a table.
+    """Rows ``lo .. hi`` (and columns ``cols = (c0, c1)``, default all) of :func:`uniform_table`
+    (``rows`` x ``dim``), built without the rest: how each device of a mesh initialises its own
+    shard of a table, split by rows or by columns.
 
     Returns:
-      [hi - lo, dim] float32.
+      [hi - lo, c1 - c0] float32.
     """
-    n = hi - lo
+    c0, c1 = (0, dim) if cols is None else cols
+    n, width = hi - lo, c1 - c0
     impl = str(jax.random.key_impl(key))
-    block_rows = max(1, min(n, _INIT_BLOCK // max(dim, 1)))
+    block_rows = max(1, min(n, _INIT_BLOCK // max(width, 1)))
     whole = "threefry" not in impl or not jax.config.jax_threefry_partitionable
-    if whole or (block_rows == n == rows):
+    if whole or (block_rows == n == rows and width == dim):
         table = jax.random.uniform(key, (rows, dim), jnp.float32, minval, maxval)
-        return table if n == rows else table[lo:hi]
+        return table if (n, width) == (rows, dim) else table[lo:hi, c0:c1]
     k1, k2 = jax.random.key_data(key)
-    out = jnp.empty((n, dim), jnp.float32)
+    out = jnp.empty((n, width), jnp.float32)
     for start in range(0, n, block_rows):
         start = min(start, n - block_rows)  # the last block overlaps: it rewrites equal values
         base = (lo + start) * dim
         out = _uniform_block(
-            out, k1, k2, start, base >> 32, base & 0xFFFFFFFF, block_rows, minval, maxval
+            out, k1, k2, start, base >> 32, base & 0xFFFFFFFF, block_rows, minval, maxval, dim, c0
         )
     return out
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7, 8), donate_argnums=0)
-def _uniform_block(table, k1, k2, start, base_hi, base_lo, block_rows, minval, maxval):
-    """``block_rows`` rows of the uniform table, from flat index ``base`` (as 2 x 32 bits) on,
-    written into ``table`` at row ``start``."""
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10), donate_argnums=0)
+def _uniform_block(table, k1, k2, start, base_hi, base_lo, block_rows, minval, maxval, dim, col0):
+    """``block_rows`` rows of the uniform table at columns ``col0 ..`` (as many as ``table``
+    has), from flat index ``base`` (as 2 x 32 bits) on, written into ``table`` at row
+    ``start``. Entry (r, j) is element ``base + r * dim + col0 + j`` of the flat table."""
     from jax.extend.random import threefry2x32_p
 
-    dim = table.shape[1]
-    offset_RxD = jax.lax.iota(jnp.uint32, block_rows * dim).reshape(block_rows, dim)
-    lo_RxD = jnp.uint32(base_lo) + offset_RxD  # wraps modulo 2^32 ...
-    hi_RxD = jnp.uint32(base_hi) + (lo_RxD < jnp.uint32(base_lo)).astype(jnp.uint32)  # ... carry
-    t1_RxD, t2_RxD = threefry2x32_p.bind(k1, k2, hi_RxD, lo_RxD)
-    bits_RxD = t1_RxD ^ t2_RxD
+    width = table.shape[1]
+    row_Rx1 = jax.lax.broadcasted_iota(jnp.uint32, (block_rows, 1), 0)
+    col_1xW = jax.lax.broadcasted_iota(jnp.uint32, (1, width), 1)
+    offset_RxW = row_Rx1 * jnp.uint32(dim) + (col_1xW + jnp.uint32(col0))
+    lo_RxW = jnp.uint32(base_lo) + offset_RxW  # wraps modulo 2^32 ...
+    hi_RxW = jnp.uint32(base_hi) + (lo_RxW < jnp.uint32(base_lo)).astype(jnp.uint32)  # ... carry
+    t1_RxW, t2_RxW = threefry2x32_p.bind(k1, k2, hi_RxW, lo_RxW)
+    bits_RxW = t1_RxW ^ t2_RxW
     # 23 random mantissa bits under exponent 0: a float in [1, 2), as jax.random.uniform does
     one = jnp.uint32(0x3F800000)
-    floats_RxD = jax.lax.bitcast_convert_type((bits_RxD >> 9) | one, jnp.float32) - 1.0
+    floats_RxW = jax.lax.bitcast_convert_type((bits_RxW >> 9) | one, jnp.float32) - 1.0
     lo, hi = jnp.float32(minval), jnp.float32(maxval)
-    values_RxD = jnp.maximum(lo, floats_RxD * (hi - lo) + lo)
-    return jax.lax.dynamic_update_slice(table, values_RxD, (start, 0))
+    values_RxW = jnp.maximum(lo, floats_RxW * (hi - lo) + lo)
+    return jax.lax.dynamic_update_slice(table, values_RxW, (start, 0))
 
 
 def init_state(params: Params, tx: Any) -> TrainState:
