@@ -169,3 +169,38 @@ def test_from_config_is_the_one_place_a_name_becomes_a_value():
     assert nce.table == "outside_vecs" and nce.kernel is None
     auto = objectives.from_config(override(Config(), loss="hs", grad="autodiff"))
     assert auto.row_grads is not objectives.logistic_row_grads
+
+
+@pytest.mark.parametrize("autodiff", [False, True])
+@pytest.mark.parametrize("name", ROWS)
+def test_split_dims_gives_each_part_its_columns_of_the_whole_gradient(name, autodiff):
+    """Columns [0, 3) and [3, 10) of h and the rows as two parts, each told the other's partial
+    scores through ``sum_parts``: each part's loss is the whole loss and its gradients are its
+    columns of the whole gradients (float64, to 1e-12)."""
+    objective = _builtin(name)
+    objective = objectives.autodiff(objective) if autodiff else objective
+    rng = np.random.default_rng(4)
+    b, d, cut = 5, 10, 3
+    consts = jax.device_put(objective.make_consts(np.arange(30, 0, -1) ** 2))
+    predicted = jnp.asarray(rng.integers(0, 30, b), jnp.int32)
+    tg = objective.targets(consts, predicted, jax.random.key(1))
+    h = jnp.asarray(rng.normal(0, 0.7, (b, d)))
+    rows = jnp.asarray(rng.normal(0, 0.7, (*tg.ids.shape, d)))
+    loss, dh, drows = objective.row_grads(h, rows, tg)
+    parts = ((slice(0, cut), slice(cut, d)), (slice(cut, d), slice(0, cut)))
+    for mine, other in parts:
+        s_other = jnp.einsum("bd,btd->bt", h[:, other], rows[..., other])
+        split = objectives.split_dims(objective, lambda s, s_other=s_other: s + s_other)
+        got_loss, got_dh, got_drows = split.row_grads(h[:, mine], rows[..., mine], tg)
+        np.testing.assert_allclose(got_loss, loss, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got_dh, dh[:, mine], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got_drows, drows[..., mine], rtol=1e-12, atol=1e-12)
+    assert float(jnp.max(jnp.abs(drows))) > 0  # the objective did produce row gradients
+
+
+def test_split_dims_refuses_what_it_cannot_split():
+    with pytest.raises(ValueError, match="dense"):
+        objectives.split_dims(_builtin("softmax"), lambda s: s)
+    penalised = dataclasses.replace(_builtin("ns"), through_scores=False)
+    with pytest.raises(ValueError, match="through_scores=False"):
+        objectives.split_dims(penalised, lambda s: s)
