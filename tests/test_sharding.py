@@ -293,8 +293,12 @@ def test_compiled_dims_step_moves_scores_not_rows():
     lowered = jax.jit(step).lower(state, consts, batch, jax.random.key(0))
     ops = hlo.hlo_collectives(lowered.compile().as_text())
     scores_bytes = b * (1 + k) * 4
-    assert any(o["op"] == "all-reduce" and o["result_bytes"] == scores_bytes for o in ops), ops
-    assert {o["op"] for o in ops} <= {"all-gather", "all-reduce"}, ops
+    # batch (center, context, mask packed as one int32 array) -> scores -> grad-norm scalar:
+    # one chain, as in the row layout
+    assert [o["op"] for o in ops] == ["all-gather", "all-reduce", "all-reduce"], ops
+    assert ops[0]["result_bytes"] == b * 3 * 4, ops[0]
+    assert ops[1]["result_bytes"] == scores_bytes, ops[1]
+    assert ops[2]["result_bytes"] <= 8, ops[2]
     for o in ops:  # one row of the batch would already be d * 4 bytes per id
         assert max(o["operand_bytes"], o["result_bytes"]) <= scores_bytes, o
 

@@ -576,11 +576,40 @@ def _check_step_inputs(state, batch: dict, inputs: InputSide, n: int, layout: La
             )
 
 
+def _gather_batch(batch: dict, axis_name: str) -> dict:
+    """Every device's [B/n, ...] batch fields -> the whole [B, ...] batch on every device, in one
+    all-gather: the fields (32-bit ids and masks) travel as the int32 columns of one array. One
+    collective, not one per field: collectives that could run at once can deadlock XLA:CPU's
+    simulated devices (see :func:`needs_sync`), so the step stays one chain."""
+    names = sorted(batch)
+    flat = []
+    for k in names:
+        v = batch[k]
+        if v.dtype.itemsize != 4:
+            raise ValueError(
+                f"sharded step: batch field {k!r} is {v.dtype}; ids and masks are 32-bit"
+            )
+        bits = v if v.dtype == jnp.int32 else jax.lax.bitcast_convert_type(v, jnp.int32)
+        flat.append(bits.reshape(bits.shape[0], -1))
+    widths = [f.shape[1] for f in flat]
+    packed = jax.lax.all_gather(
+        jnp.concatenate(flat, axis=1), axis_name, axis=0, tiled=True, to="invarying"
+    )
+    out, at = {}, 0
+    for k, w in zip(names, widths, strict=True):
+        v = batch[k]
+        part = packed[:, at : at + w].reshape(packed.shape[0], *v.shape[1:])
+        out[k] = part if v.dtype == jnp.int32 else jax.lax.bitcast_convert_type(part, v.dtype)
+        at += w
+    return out
+
+
 def _make_dims_step(mesh, objective, inputs, tx, *, dup_cap, combine, axis_name) -> Callable:
     r"""The training step on tables split by dimensions: device d holds columns
     ``[d * Ds, (d + 1) * Ds)`` of every row of every table (``Ds = Dp / n``). As seen from d::
 
-        batch_d [B/n] ── all_gather ──> batch [B]        (ids and masks; every device the same)
+        batch_d [B/n] ── all_gather ──> batch [B]        (ids and masks, packed as one int32
+                                                          array; every device the same)
         step.make_step(..., dims_axis): the single-device step on d's columns, where
           s_part = h_d . u_d  [B, T] ── psum ──> s       (the true scores; floats, small)
           g = dJ/ds from the objective (objectives.split_dims)
@@ -600,10 +629,7 @@ def _make_dims_step(mesh, objective, inputs, tx, *, dup_cap, combine, axis_name)
     n = mesh.shape[axis_name]
 
     def local_step(state, consts, batch, progress, key):
-        whole = {
-            k: jax.lax.all_gather(v, axis_name, axis=0, tiled=True, to="invarying")
-            for k, v in batch.items()
-        }
+        whole = _gather_batch(batch, axis_name)
         return one(state, consts, whole | {"progress": progress}, key)
 
     def step(state: step_lib.TrainState, consts: Any, batch: dict, key: jax.Array):
