@@ -234,13 +234,16 @@ def test_tables_split_by_dimensions_hold_every_row_at_some_columns():
         assert not np.allclose(host[:, :D], _init_params("hs")[name])
 
 
-def test_compiled_step_moves_rows_not_tables():
-    """The HLO has 3 collectives in a chain, on batch rows; nothing table-sized moves."""
-    n, v, d, b, k = 4, 4096, 8, 16, 5
+HLO_SHAPES = dict(n=4, v=4096, d=8, b=16, k=5)  # a table shard is larger than the batch's rows
+
+
+def _compiled_collectives(layout):
+    """The collectives of the compiled skip-gram SGNS step on 4 devices (``hlo_collectives``)."""
+    n, v, d, b, k = (HLO_SHAPES[x] for x in "nvdbk")
     mesh = sharding.make_mesh(_devices(n))
     rng = np.random.default_rng(0)
     tables = {name: jnp.zeros((v, d), jnp.float32) for name in ("center_vecs", "outside_vecs")}
-    state = sharding.shard_state(step_lib.init_state(tables, SGD), mesh)
+    state = sharding.shard_state(step_lib.init_state(tables, SGD), mesh, layout=layout)
     batch = sharding.shard_batch(
         {
             "center": rng.integers(0, v, b).astype(np.int32),
@@ -252,9 +255,15 @@ def test_compiled_step_moves_rows_not_tables():
     objective = objectives.sgns(k)
     consts = jax.device_put(objective.make_consts(np.arange(v, 0, -1)))
     batch["progress"] = jnp.float32(0.0)
-    step = sharding.make_sharded_step(mesh, objective, inputs_lib.skip_gram(), SGD)
+    step = sharding.make_sharded_step(mesh, objective, inputs_lib.skip_gram(), SGD, layout=layout)
     lowered = jax.jit(step).lower(state, consts, batch, jax.random.key(0))
-    ops = hlo.hlo_collectives(lowered.compile().as_text())
+    return hlo.hlo_collectives(lowered.compile().as_text())
+
+
+def test_compiled_step_moves_rows_not_tables():
+    """The HLO has 4 collectives in a chain, on batch rows; nothing table-sized moves."""
+    n, v, d, b, k = (HLO_SHAPES[x] for x in "nvdbk")
+    ops = _compiled_collectives(sharding.ROWS)
     # ids -> rows -> gradient rows (+ loss, examples) -> grad-norm scalar: one chain, so no two
     # collectives can run concurrently (XLA:CPU can deadlock on those with more simulated
     # devices than threads), and the only all-reduce is a scalar at the end
@@ -271,27 +280,8 @@ def test_compiled_step_moves_rows_not_tables():
 def test_compiled_dims_step_moves_scores_not_rows():
     """Split by dimensions, a step's collectives carry the batch's ids and masks, the [B, K+1]
     scores and the gradient norm: nothing row-sized, let alone table-sized."""
-    n, v, d, b, k = 4, 4096, 8, 16, 5
-    mesh = sharding.make_mesh(_devices(n))
-    rng = np.random.default_rng(0)
-    tables = {name: jnp.zeros((v, d), jnp.float32) for name in ("center_vecs", "outside_vecs")}
-    state = sharding.shard_state(step_lib.init_state(tables, SGD), mesh, layout=sharding.DIMS)
-    batch = sharding.shard_batch(
-        {
-            "center": rng.integers(0, v, b).astype(np.int32),
-            "context": rng.integers(0, v, b).astype(np.int32),
-            "mask": np.ones(b, np.float32),
-        },
-        mesh,
-    )
-    objective = objectives.sgns(k)
-    consts = jax.device_put(objective.make_consts(np.arange(v, 0, -1)))
-    batch["progress"] = jnp.float32(0.0)
-    step = sharding.make_sharded_step(
-        mesh, objective, inputs_lib.skip_gram(), SGD, layout=sharding.DIMS
-    )
-    lowered = jax.jit(step).lower(state, consts, batch, jax.random.key(0))
-    ops = hlo.hlo_collectives(lowered.compile().as_text())
+    b, k = HLO_SHAPES["b"], HLO_SHAPES["k"]
+    ops = _compiled_collectives(sharding.DIMS)
     scores_bytes = b * (1 + k) * 4
     # batch (center, context, mask packed as one int32 array) -> scores -> grad-norm scalar:
     # one chain, as in the row layout
