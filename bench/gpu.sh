@@ -15,6 +15,8 @@
 # Installs nothing unless --install is given (then only jax[cuda12], which needs the network).
 # PYTHON=path overrides the interpreter (default: the repo's .venv/bin/python).
 #
+# Then, where JAX sees GPUs, the sharded step (bench/sharding.py --platform gpu) on 1 and on all.
+#
 # Status: written and smoke-tested on CPU only (JAX_PLATFORMS=cpu ... --quick). Not run on a GPU:
 # no GPU was lent to the session that wrote it, so there are no GPU figures in BENCHMARKS.md yet.
 set -euo pipefail
@@ -37,3 +39,15 @@ echo "== JAX"
 echo "== w2v_jax (pure-JAX step) vs gensim (workers=$(nproc)), wiki-sample, $epochs epoch(s)"
 "$PYTHON" bench/vs_gensim.py --variants sg-ns,sg-hs,cbow-ns --update sparse \
   --epochs "$epochs" --repeats "$repeats" --workers "$(nproc)"
+
+# The sharded step on this machine's GPUs (split by dimensions, the trainer's default), against
+# the one-device step in the same command: on one GPU it shows that the path compiles and runs
+# there; with several it is the scaling figure docs/scaling.md projects. Skipped without a GPU.
+ngpu=$("$PYTHON" -c 'import jax; print(sum(d.platform == "gpu" for d in jax.devices()))' \
+  2>/dev/null || echo 0)
+if [ "$ngpu" -ge 1 ]; then
+  echo "== the sharded step, tables split by dimensions, on 1..$ngpu GPU(s)"
+  counts=1; [ "$ngpu" -gt 1 ] && counts="1 $ngpu"
+  # shellcheck disable=SC2086
+  "$PYTHON" bench/sharding.py --platform gpu --devices $counts --baseline --repeats 3
+fi
