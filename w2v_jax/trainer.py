@@ -588,11 +588,12 @@ def train(
         transformation (``optax.adagrad(0.1)``; its own learning rate), or
         :func:`w2v_jax.optim.make_optimizer` for word2vec's linear decay.
       objective: an :class:`~w2v_jax.objectives.Objective` instead of ``config``'s ``--loss``.
-      mesh: a ``jax.sharding.Mesh`` to split the tables over by vocabulary rows
-        (:mod:`w2v_jax.sharding`; all processes' devices in a multi-host run); ``None`` with
-        ``devices > 1`` in the config makes a mesh of that many local devices. The step is the
-        pure-JAX row step's model and update under ``shard_map``; checkpoints do not depend on
-        the device count (resume on another mesh, or on one device).
+      mesh: a ``jax.sharding.Mesh`` to split the tables over, by dimensions or by vocabulary
+        rows as ``config``'s ``shard_by`` says (:mod:`w2v_jax.sharding`; all processes' devices
+        in a multi-host run); ``None`` with ``devices > 1`` in the config makes a mesh of that
+        many local devices. The step is the pure-JAX row step's model and update under
+        ``shard_map``; checkpoints depend on neither the device count nor the layout (resume on
+        another mesh, another layout, or on one device).
 
     Returns:
       A :class:`TrainResult`.
