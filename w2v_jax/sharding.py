@@ -101,10 +101,21 @@ class Layout:
       axis: 0, the vocabulary rows (each device owns ``Vp / n`` rows and the step moves rows
         between devices), or 1, the D columns (each device holds every row at ``Dp / n``
         columns, sees the whole batch, and the step moves only the [B, T] scores).
+      splits: what it splits, in words (the trainer's first line).
     """
 
     name: str
     axis: int
+    splits: str
+
+    def check_mesh(self, n: int, dim: int) -> None:
+        """A one-line ``ValueError`` where ``n`` devices cannot split tables of ``dim`` columns
+        this way (by dimensions: fewer columns than devices)."""
+        if self.axis == 1 and n > dim:
+            raise ValueError(
+                f"--shard-by {self.name} needs at least one column per device: --dim {dim} < "
+                f"{n} devices (use --shard-by rows)"
+            )
 
     def table_spec(self, axis_name: str = AXIS) -> P:
         """``P(axis, None)`` for rows, ``P(None, axis)`` for dims."""
@@ -116,8 +127,8 @@ class Layout:
         return P(axis_name) if self.axis == 0 else P()
 
 
-ROWS = Layout("rows", 0)
-DIMS = Layout("dims", 1)
+ROWS = Layout("rows", 0, "vocabulary rows")
+DIMS = Layout("dims", 1, "dimensions")
 LAYOUTS = {layout.name: layout for layout in (ROWS, DIMS)}
 
 

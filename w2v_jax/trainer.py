@@ -527,16 +527,11 @@ def _sharded_step(cfg: Config, mesh, objective, inputs, tx):
             "the step is the pure-JAX row step (--update auto or sparse)"
         )
     layout = sharding.layout_named(cfg.train.shard_by)
-    if layout is sharding.DIMS and n > cfg.model.dim:
-        raise ValueError(
-            f"--shard-by dims needs at least one column per device: --dim {cfg.model.dim} < "
-            f"{n} devices (use --shard-by rows)"
-        )
+    layout.check_mesh(n, cfg.model.dim)
     step = sharding.make_sharded_step(
         mesh, objective, inputs, tx, dup_cap=cfg.train.dup_cap, layout=layout
     )
-    what = {"rows": "vocabulary rows", "dims": "dimensions"}[layout.name]
-    reason = f"the pure-JAX row step, tables split over {n} devices by {what}"
+    reason = f"the pure-JAX row step, tables split over {n} devices by {layout.splits}"
     return "sparse", reason, step
 
 
