@@ -727,6 +727,17 @@ def _live(mask, lo, hi):
     return [i for i in range(lo, hi) if mask[i] != 0]
 
 
+def _scheduled(update, arrays, lr, **kw):
+    """``call(mask, threads=1)``: ``update`` on fresh copies of ``arrays`` with ``mask`` last,
+    under the deterministic schedule (the ``call`` of :func:`_ranges_merged`)."""
+
+    def call(m, threads=1):
+        args = (jnp.asarray(x) for x in (*arrays, m))
+        return update(*args, lr, num_threads=threads, deterministic=True, **kw)
+
+    return call
+
+
 @pytest.mark.parametrize("t", [2, 3])
 def test_deterministic_sgns_is_its_ranges_merged_in_thread_order(t):
     rng = np.random.default_rng(20)
@@ -738,13 +749,7 @@ def test_deterministic_sgns_is_its_ranges_merged_in_thread_order(t):
     mask = np.ones(b, F32)
     mask[[5, 100]] = 0.0
 
-    def call(m, threads=1):
-        return fused.sgns_update(
-            *(jnp.asarray(x) for x in (cv, ov, center, context, negatives, m)),
-            0.1,
-            num_threads=threads,
-            deterministic=True,
-        )
+    call = _scheduled(fused.sgns_update, (cv, ov, center, context, negatives), 0.1)
 
     def touched(table, lo, hi):
         live = _live(mask, lo, hi)
@@ -769,15 +774,8 @@ def test_deterministic_cbow_ns_is_its_ranges_merged_in_thread_order():
     negatives = rng.integers(0, v, (b, k)).astype(I32)
     mask = np.ones(b, F32)
 
-    def call(m, threads=1):
-        return fused.cbow_ns_update(
-            *(jnp.asarray(x) for x in (cv, ov, center, context, cmask, negatives, m)),
-            0.1,
-            cbow_mean=True,
-            exact_grad=True,
-            num_threads=threads,
-            deterministic=True,
-        )
+    arrays = (cv, ov, center, context, cmask, negatives)
+    call = _scheduled(fused.cbow_ns_update, arrays, 0.1, cbow_mean=True, exact_grad=True)
 
     def touched(table, lo, hi):
         live = [i for i in _live(mask, lo, hi) if cmask[i].any()]  # no context: skipped
@@ -803,13 +801,7 @@ def test_deterministic_hs_averages_the_hot_nodes_and_sums_the_rest():
     context = rng.integers(0, v, b).astype(I32)
     mask = np.ones(b, F32)
 
-    def call(m, threads=1):
-        return fused.sg_hs_update(
-            *(jnp.asarray(x) for x in (cv, nv, center, context, points, codes, lengths, m)),
-            0.2,
-            num_threads=threads,
-            deterministic=True,
-        )
+    call = _scheduled(fused.sg_hs_update, (cv, nv, center, context, points, codes, lengths), 0.2)
 
     def touched(table, lo, hi):
         live = _live(mask, lo, hi)
