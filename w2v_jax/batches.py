@@ -50,7 +50,7 @@ from typing import NamedTuple
 import numpy as np
 
 from w2v_jax.config import DataConfig
-from w2v_jax.corpus import EncodedCorpus
+from w2v_jax.corpus import CorpusSlices, EncodedCorpus, chunk_bounds, cut_encoded, slice_bounds
 from w2v_jax.sampling import keep_probs
 from w2v_jax.vocab import Vocab
 
@@ -109,21 +109,6 @@ class BatchInfo(NamedTuple):
 
 
 START = Position(0, 0, 0)
-
-
-def chunk_bounds(sentence_starts: np.ndarray, chunk_tokens: int) -> np.ndarray:
-    """Sentence indices [n_chunks + 1] cutting the corpus into chunks of ~chunk_tokens tokens.
-
-    Chunk ``c`` holds sentences ``[bounds[c], bounds[c+1])``: it starts at the first sentence
-    that starts at or after ``c * chunk_tokens``. Every chunk holds at least one token (empty
-    sentences at the end join the last chunk), so every raw word is counted by some chunk.
-    """
-    starts = np.asarray(sentence_starts)
-    n_sent = starts.shape[0] - 1
-    total = int(starts[-1])
-    marks = np.searchsorted(starts, np.arange(0, total, chunk_tokens), side="left")
-    marks = marks[starts[np.minimum(marks, n_sent)] < total]  # no chunk of empty sentences
-    return np.unique(np.concatenate([[0], marks, [n_sent]])).astype(np.int64)
 
 
 def _sentence_ids(starts: np.ndarray) -> np.ndarray:
@@ -421,7 +406,7 @@ def iterate_batches(
       start: resume point (``BatchInfo.position`` of the last batch consumed).
     """
     _check(cfg, batch_size, seed, model, epochs)
-    plan = _Plan.make(corpus, vocab, cfg, slices=1, model=model)
+    plan = _Plan.make(cut_encoded(corpus, 1, cfg.chunk_tokens), vocab, cfg, model=model)
     total = max(1, epochs * corpus.raw_words)
     for batch, after, words in plan.stream(0, Position(*start), batch_size, seed, epochs):
         yield batch, BatchInfo(after, words, words / total)
@@ -437,22 +422,8 @@ class SliceStep(NamedTuple):
     real: bool
 
 
-def slice_bounds(sentence_starts: np.ndarray, slices: int) -> np.ndarray:
-    """Sentence indices [slices + 1] cutting the corpus into ``slices`` runs of whole sentences.
-
-    Slice ``s`` starts at the first sentence that starts at or after ``s * T // slices`` of the
-    corpus's ``T`` tokens (the last one takes any empty sentences at the end), so the slices hold
-    about equal tokens; a slice is empty where one sentence spans its whole share.
-    """
-    starts = np.asarray(sentence_starts)
-    total = int(starts[-1])
-    marks = np.searchsorted(starts, (np.arange(slices + 1) * total) // slices, side="left")
-    marks[0], marks[-1] = 0, starts.shape[0] - 1
-    return marks.astype(np.int64)
-
-
 def iterate_slices(
-    corpus: EncodedCorpus,
+    corpus: EncodedCorpus | CorpusSlices,
     vocab: Vocab,
     cfg: DataConfig,
     *,
@@ -467,17 +438,20 @@ def iterate_slices(
 ) -> Iterator[tuple[SkipGramBatch | CBOWBatch, SliceStep]]:
     """The batch stream of a corpus read in ``slices`` slices at once (multi-host input).
 
-    The corpus is cut into ``slices`` runs of whole sentences of about equal tokens
-    (:func:`slice_bounds`); each slice is cut into chunks exactly as :func:`iterate_batches` cuts
-    a corpus, chunks numbered over the whole corpus (chunk c of epoch e still draws from
-    ``default_rng([seed, e, c])``). Each slice gives a stream of sub-batches of
-    ``batch_size // slices`` rows through all epochs on its own, and step k's batch is the k-th
+    The corpus comes cut into slices (:class:`~w2v_jax.corpus.CorpusSlices`, e.g. read by byte
+    slices with :func:`~w2v_jax.corpus.prepare_slices`), or whole, and is then cut into
+    ``slices`` runs of whole sentences of about equal tokens (:func:`slice_bounds`). Each slice
+    is cut into chunks exactly as :func:`iterate_batches` cuts a corpus, chunks numbered over the
+    whole corpus (chunk c of epoch e still draws from ``default_rng([seed, e, c])``). Each slice
+    gives a stream of sub-batches of ``batch_size // slices`` rows through all epochs on its
+    own, and step k's batch is the k-th
     sub-batch of every slice, in slice order: rows ``[s*B/S, (s+1)*B/S)`` come from slice s, so a
     process whose devices hold those rows reads only slice s. A slice whose epochs are done gives
     ``mask = 0`` padding until the others are done too. With ``slices=1`` this is the stream of
     :func:`iterate_batches`, batch for batch.
 
     Args:
+      corpus: the slices (those in ``read`` held), or the whole encoded corpus.
       batch_size: B, the whole step's rows over all slices (a multiple of ``slices``).
       slices: S, the number of slices (a multi-host run uses one per process, see the trainer).
       read: the slices this caller reads (default all); the batch holds their rows only.
@@ -497,7 +471,13 @@ def iterate_slices(
     start = tuple(START for _ in read) if start is None else tuple(Position(*p) for p in start)
     if len(start) != len(read):
         raise ValueError(f"{len(start)} resume positions for {len(read)} slices")
-    plan = _Plan.make(corpus, vocab, cfg, slices=slices, model=model)
+    if isinstance(corpus, EncodedCorpus):
+        corpus = cut_encoded(corpus, slices, cfg.chunk_tokens)
+    if corpus.num_slices != slices:
+        raise ValueError(f"a corpus in {corpus.num_slices} slices read as {slices}")
+    if any(corpus.parts[s] is None for s in read):
+        raise ValueError(f"slices {list(read)} are read, but the corpus holds only some of them")
+    plan = _Plan.make(corpus, vocab, cfg, model=model)
     sub = batch_size // slices
     positions = [plan.resume_point(s, p) for s, p in zip(read, start, strict=True)]
     words = [plan.words_at(s, p) for s, p in zip(read, positions, strict=True)]
@@ -524,47 +504,41 @@ def iterate_slices(
 
 
 class _Plan(NamedTuple):
-    """The chunks of a corpus cut into slices, and what streaming them needs."""
+    """The chunks of a corpus's slices, and what streaming them needs."""
 
-    corpus: EncodedCorpus
+    parts: tuple[EncodedCorpus | None, ...]  # [S]; None: a slice this caller does not read
     cfg: DataConfig
     model: str
     keep: np.ndarray | None
     bits: int
     vocab_size: int
-    chunks: np.ndarray  # [n_chunks, 2] sentence ranges, in corpus order
-    first: np.ndarray  # [S + 1]: slice s holds chunks [first[s], first[s + 1])
-    raw_at: np.ndarray  # [n_chunks + 1]: raw tokens before each chunk's first sentence
+    first: np.ndarray  # [S + 1]: slice s holds chunks [first[s], first[s + 1]) of the whole
+    bounds: dict[int, np.ndarray]  # read slice s -> [n_s + 1] its chunks' sentence bounds
+    raw_at: dict[int, np.ndarray]  # read slice s -> [n_s + 1] raw tokens before each bound
     raw_span: np.ndarray  # [S]: raw tokens of each slice
 
     @classmethod
-    def make(cls, corpus, vocab, cfg, *, slices, model) -> _Plan:
-        starts = np.asarray(corpus.sentence_starts)
-        cuts = slice_bounds(starts, slices)
-        ranges, first = [], [0]
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            if b > a:
-                bounds = chunk_bounds(starts[a : b + 1] - starts[a], cfg.chunk_tokens) + a
-                ranges.extend(zip(bounds[:-1], bounds[1:], strict=True))
-            first.append(len(ranges))
-        chunks = np.asarray(ranges, np.int64).reshape(-1, 2)
-        edges = [*(int(c[0]) for c in chunks), int(cuts[-1])]
-        raw_at = np.asarray([corpus.raw_before(e) for e in edges], np.int64)
-        slice_raw = [corpus.raw_before(int(c)) for c in cuts[:-1]] + [corpus.raw_words]
+    def make(cls, corpus: CorpusSlices, vocab, cfg, *, model) -> _Plan:
+        bounds, raw_at = {}, {}
+        for s, part in enumerate(corpus.parts):
+            if part is not None:
+                b = chunk_bounds(part.sentence_starts, cfg.chunk_tokens)
+                bounds[s] = b[: corpus.chunks[s] + 1]  # a slice of no sentence has no chunk
+                raw_at[s] = np.asarray([part.raw_before(int(e)) for e in bounds[s]], np.int64)
         keep = None
         if cfg.subsample_rule != "off" and cfg.sample > 0:
             keep = keep_probs(vocab.counts, cfg.sample, cfg.subsample_rule).astype(np.float32)
         return cls(
-            corpus=corpus,
+            parts=corpus.parts,
             cfg=cfg,
             model=model,
             keep=keep,
             bits=_id_bits(len(vocab)),
             vocab_size=len(vocab),
-            chunks=chunks,
-            first=np.asarray(first, np.int64),
+            first=np.cumsum([0, *corpus.chunks], dtype=np.int64),
+            bounds=bounds,
             raw_at=raw_at,
-            raw_span=np.diff(np.asarray(slice_raw, np.int64)),
+            raw_span=np.asarray(corpus.raw_words, np.int64),
         )
 
     def resume_point(self, s: int, p: Position) -> Position:
@@ -578,8 +552,8 @@ class _Plan(NamedTuple):
 
     def words_at(self, s: int, p: Position) -> int:
         """Raw tokens of slice ``s`` consumed before position ``p`` (``p.batch`` ignored)."""
-        lo = int(self.first[s])
-        return p.epoch * int(self.raw_span[s]) + int(self.raw_at[p.chunk] - self.raw_at[lo])
+        k = p.chunk - int(self.first[s])
+        return p.epoch * int(self.raw_span[s]) + int(self.raw_at[s][k])
 
     def empty_batch(self, size: int):
         """A batch of ``size`` padding rows (``mask = 0``, ids 0) in this model's layout."""
@@ -601,16 +575,17 @@ class _Plan(NamedTuple):
         if start.epoch > epochs:
             raise ValueError(f"resume position {start} is outside {epochs} epochs")
         span = int(self.raw_span[s])
+        part, bounds, raw_at = self.parts[s], self.bounds[s], self.raw_at[s]
         for e in range(start.epoch, epochs):
             for c in range(start.chunk if e == start.epoch else lo, hi):
-                rng = np.random.default_rng([seed, e, c])
-                s0, s1 = (int(x) for x in self.chunks[c])
+                rng = np.random.default_rng([seed, e, c])  # c counts chunks over the whole
+                k = c - lo
                 nb, make = _chunk_batches(
-                    self.corpus, self.keep, s0, s1, self.cfg, rng, batch_size, self.model,
-                    self.bits, self.vocab_size,
+                    part, self.keep, int(bounds[k]), int(bounds[k + 1]), self.cfg, rng,
+                    batch_size, self.model, self.bits, self.vocab_size,
                 )  # fmt: skip
-                done_before = e * span + int(self.raw_at[c] - self.raw_at[lo])
-                raw_chunk = int(self.raw_at[c + 1] - self.raw_at[c])
+                done_before = e * span + int(raw_at[k])
+                raw_chunk = int(raw_at[k + 1] - raw_at[k])
                 first = start.batch if (e, c) == (start.epoch, start.chunk) else 0
                 for b in range(first, nb):
                     if b + 1 < nb:

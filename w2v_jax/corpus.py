@@ -630,9 +630,15 @@ def _corrupt(file: Path, e: BaseException) -> ValueError:
     return ValueError(f"corpus file {file} is corrupt or truncated ({kind}): {e}")
 
 
-def _read_blocks(file: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """(decompressed block, bytes of ``file`` read so far); damaged files raise ValueError."""
+def _read_blocks(
+    file: Path, block_bytes: int, start: int = 0, end: int | None = None
+) -> Iterator[tuple[bytes, int]]:
+    """(decompressed block, bytes of ``file`` read so far); damaged files raise ValueError.
+
+    ``start``/``end``: read only bytes ``[start, end)`` of a plain (uncompressed) file."""
     kind = _COMPRESSED.get(file.suffix.lower())
+    if kind is not None and (start, end) != (0, None):
+        raise ValueError(f"{file}: a byte range of a {kind} file cannot be read on its own")
     try:
         with open(file, "rb") as raw:
             if kind == "gzip":
@@ -644,8 +650,15 @@ def _read_blocks(file: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
             else:
                 f = raw
             with f:
-                while block := f.read(block_bytes):
-                    yield block, raw.tell()
+                if end is None:
+                    while block := f.read(block_bytes):
+                        yield block, raw.tell() - start
+                    return
+                f.seek(start)
+                left = end - start
+                while left > 0 and (block := f.read(min(block_bytes, left))):
+                    left -= len(block)
+                    yield block, raw.tell() - start
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise _corrupt(file, e) from None
 
@@ -673,13 +686,16 @@ def _normalise(chunk: bytes, lowercase: bool, where: str, offset: int) -> bytes:
     return text.translate(_OTHER_WS_TO_SPACE).encode("utf-8")
 
 
-def _chunks(file: Path, lowercase: bool, block_bytes: int) -> Iterator[tuple[bytes, int]]:
+def _chunks(
+    file: Path, lowercase: bool, block_bytes: int, start: int = 0, end: int | None = None
+) -> Iterator[tuple[bytes, int]]:
     """(normalised text ending at a line end or, inside a very long line, at whitespace; bytes
-    of ``file`` read). A line longer than a block is carried over, not held whole."""
+    of ``file`` read). A line longer than a block is carried over, not held whole.
+    ``start``/``end``: only bytes ``[start, end)`` (a plain file; see :func:`_read_blocks`)."""
     tail = b""
-    offset = 0
+    offset = start
     read = 0
-    for block, read in _read_blocks(file, block_bytes):
+    for block, read in _read_blocks(file, block_bytes, start, end):
         data = tail + block if tail else block
         # (A \r\n cut in two reads as two line ends: the empty line between has no sentence.)
         cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
@@ -898,6 +914,19 @@ def _sentence_lengths(line_tokens: np.ndarray, max_len: int) -> np.ndarray:
     return out
 
 
+class ByteRange(typing.NamedTuple):
+    """Bytes ``[start, end)`` of one corpus file (``end`` None: to its end)."""
+
+    file: Path
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def size(self) -> int:
+        end = self.file.stat().st_size if self.end is None else self.end
+        return end - self.start
+
+
 def _scan(
     source: CorpusSource,
     words: _Words,
@@ -905,22 +934,27 @@ def _scan(
     ids_out,
     progress: Callable[[ReadProgress], None] | None,
     phase: str,
+    ranges: list[ByteRange] | None = None,
+    allow_empty: bool = False,
 ) -> tuple[np.ndarray, int]:
-    """Reads ``source`` once, writing every token's id (-1: unknown) to ``ids_out`` as int32.
+    """Reads ``source`` once (or only its byte ``ranges``, each starting at a line start and
+    ending at a line end or its file's end), writing every token's id (-1: unknown) to
+    ``ids_out`` as int32.
 
     Returns:
       raw: [S] int64 tokens per sentence; and the number of tokens with an id.
     """
-    files = _list_files(Path(source.path))
-    total_bytes = sum(f.stat().st_size for f in files)
+    if ranges is None:
+        ranges = [ByteRange(f) for f in _list_files(Path(source.path))]
+    total_bytes = sum(r.size for r in ranges)
     done_bytes = 0
     tokens = known = 0
     raw_parts: list[np.ndarray] = []
     t0 = time.perf_counter()
-    for file in files:
+    for file, start, end in ranges:
         carry = 0  # tokens so far of the line that is still open
         read = 0
-        for chunk, read in _chunks(file, source.lowercase, _BLOCK_BYTES):
+        for chunk, read in _chunks(file, source.lowercase, _BLOCK_BYTES, start, end):
             ids, per_line = _ids_of_chunk(chunk, words, add)
             ids.tofile(ids_out)
             tokens += ids.shape[0]
@@ -936,7 +970,7 @@ def _scan(
                 )
         raw_parts.append(_sentence_lengths(np.array([carry]), source.max_sentence_len))
         done_bytes += read
-    if tokens == 0:
+    if tokens == 0 and not allow_empty:
         raise ValueError(
             f"--corpus {source.path}: empty corpus (no tokens); pass a non-empty text corpus"
         )
@@ -944,7 +978,7 @@ def _scan(
         progress(
             ReadProgress(phase, tokens, total_bytes, total_bytes, time.perf_counter() - t0, True)
         )
-    return np.concatenate(raw_parts), known
+    return np.concatenate([np.zeros(0, np.int64), *raw_parts]), known
 
 
 def _byte_sentences(
@@ -987,11 +1021,17 @@ def _byte_sentences(
         )
 
 
-def _entry_folder(source: CorpusSource, vocab: Vocab, cache_dir) -> tuple[Path, str]:
-    key = hashlib.sha256(
-        f"{_ENCODE_FORMAT}\0{source.cache_key}\0{vocab.fingerprint}".encode()
-    ).hexdigest()[:24]
+def _entry_folder(
+    source: CorpusSource, vocab: Vocab, cache_dir, part: tuple[int, int] | None = None
+) -> tuple[Path, str]:
+    """The cache entry of the whole corpus, or of byte slice ``part = (s, S)``."""
+    spec = f"{_ENCODE_FORMAT}\0{source.cache_key}\0{vocab.fingerprint}"
+    if part is not None:
+        spec += f"\0slice {part[0]} of {part[1]}"
+    key = hashlib.sha256(spec.encode()).hexdigest()[:24]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source.name).name or "corpus")[:40]
+    if part is not None:
+        safe += f".{part[0]}of{part[1]}"
     return cache_root(cache_dir) / "encoded" / f"{safe}-{key}", key
 
 
@@ -1020,6 +1060,7 @@ def _write_entry(
     to_vocab: np.ndarray,
     raw: np.ndarray,
     n_kept: int,
+    allow_empty: bool = False,
 ) -> EncodedCorpus:
     """Maps the scan's ids to vocabulary ids, drops the rest, and writes the cache entry.
 
@@ -1029,8 +1070,9 @@ def _write_entry(
         scan's -1 maps to -1 too.
       raw: [S] int64 tokens per sentence.
       n_kept: tokens that map to a vocabulary id.
+      allow_empty: a slice of a corpus may hold no in-vocabulary token (the whole may not).
     """
-    if n_kept == 0:
+    if n_kept == 0 and not allow_empty:
         raise ValueError(
             f"--corpus {source.name}: no in-vocabulary tokens; check the corpus and vocabulary"
         )
@@ -1243,5 +1285,399 @@ def prepare_corpus(
         to_vocab[order] = np.arange(order.shape[0], dtype=np.int32)
         n_kept = int(vocab.counts.sum())
         return vocab, _write_entry(folder, key, source, vocab, id_file, to_vocab, raw, n_kept)
+    finally:
+        Path(id_file).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- slices
+
+
+def chunk_bounds(sentence_starts: np.ndarray, chunk_tokens: int) -> np.ndarray:
+    """Sentence indices [n_chunks + 1] cutting the corpus into chunks of ~chunk_tokens tokens.
+
+    Chunk ``c`` holds sentences ``[bounds[c], bounds[c+1])``: it starts at the first sentence
+    that starts at or after ``c * chunk_tokens``. Every chunk holds at least one token (empty
+    sentences at the end join the last chunk), so every raw word is counted by some chunk.
+    """
+    starts = np.asarray(sentence_starts)
+    n_sent = starts.shape[0] - 1
+    total = int(starts[-1])
+    marks = np.searchsorted(starts, np.arange(0, total, chunk_tokens), side="left")
+    marks = marks[starts[np.minimum(marks, n_sent)] < total]  # no chunk of empty sentences
+    return np.unique(np.concatenate([[0], marks, [n_sent]])).astype(np.int64)
+
+
+def slice_bounds(sentence_starts: np.ndarray, slices: int) -> np.ndarray:
+    """Sentence indices [slices + 1] cutting the corpus into ``slices`` runs of whole sentences.
+
+    Slice ``s`` starts at the first sentence that starts at or after ``s * T // slices`` of the
+    corpus's ``T`` tokens (the last one takes any empty sentences at the end), so the slices hold
+    about equal tokens; a slice is empty where one sentence spans its whole share.
+    """
+    starts = np.asarray(sentence_starts)
+    total = int(starts[-1])
+    marks = np.searchsorted(starts, (np.arange(slices + 1) * total) // slices, side="left")
+    marks[0], marks[-1] = 0, starts.shape[0] - 1
+    return marks.astype(np.int64)
+
+
+def encoded_digest(encoded: EncodedCorpus) -> str:
+    """sha256 of an encoded corpus: its sizes, sentence bounds and ids (about 1 GB/s)."""
+    h = hashlib.sha256()
+    h.update(np.asarray([encoded.num_tokens, encoded.raw_words], np.int64).tobytes())
+    h.update(np.ascontiguousarray(encoded.sentence_starts).tobytes())
+    ids, block = encoded.ids, 1 << 24  # memory-mapped: hashed block by block
+    for lo in range(0, ids.shape[0], block):
+        h.update(np.ascontiguousarray(ids[lo : lo + block]).tobytes())
+    return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSlices:
+    """An encoded corpus cut into S runs of whole sentences, of which a process holds some.
+
+    Attributes:
+      parts: [S] each slice as an :class:`EncodedCorpus` of its own (sentence 0 is the slice's
+        first), or None for a slice another process reads.
+      raw_words, tokens, sentences: [S] raw tokens, in-vocabulary tokens and sentences of each.
+      chunks: [S] chunks of ``chunk_tokens`` in each (:func:`chunk_bounds`): a slice's chunks are
+        numbered after those of the slices before it.
+      digest: sha256 of the encoded corpus (:func:`encoded_digest` of the whole, or of the
+        slices' digests in order for a corpus read by byte slices), None if not computed.
+    """
+
+    parts: tuple[EncodedCorpus | None, ...]
+    raw_words: tuple[int, ...]
+    tokens: tuple[int, ...]
+    sentences: tuple[int, ...]
+    chunks: tuple[int, ...]
+    digest: str | None
+
+    @property
+    def num_slices(self) -> int:
+        return len(self.parts)
+
+
+def _view(encoded: EncodedCorpus, a: int, b: int) -> EncodedCorpus:
+    """Sentences ``[a, b)`` of ``encoded`` as a corpus of their own (its raw words as the
+    whole counts them)."""
+    if (a, b) == (0, encoded.num_sentences):
+        return encoded
+    starts = encoded.sentence_starts
+    raw = np.asarray([encoded.raw_before(i) for i in (a, b)], np.int64)
+    if encoded.raw_starts is not None:
+        raw_starts = encoded.raw_starts[a : b + 1] - raw[0]
+    else:  # the whole spreads raw words in proportion to tokens: so do its pieces
+        t = starts[a : b + 1]
+        raw_starts = (t * encoded.raw_words) // max(1, encoded.num_tokens) - raw[0]
+    return EncodedCorpus(
+        encoded.ids[starts[a] : starts[b]],
+        starts[a : b + 1] - starts[a],
+        int(raw[1] - raw[0]),
+        raw_starts,
+    )
+
+
+def cut_encoded(
+    encoded: EncodedCorpus, slices: int, chunk_tokens: int, digest: str | None = None
+) -> CorpusSlices:
+    """The whole encoded corpus cut into ``slices`` runs of about equal tokens
+    (:func:`slice_bounds`), every one held; ``digest``: its :func:`encoded_digest`, if known."""
+    cuts = slice_bounds(encoded.sentence_starts, slices).tolist()
+    parts = tuple(_view(encoded, a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+    return _slices_of(parts, digest, chunk_tokens)
+
+
+def _slices_of(parts, digest: str | None, chunk_tokens: int) -> CorpusSlices:
+    def chunks(p: EncodedCorpus) -> int:
+        return 0 if p.num_sentences == 0 else chunk_bounds(p.sentence_starts, chunk_tokens).size - 1
+
+    return CorpusSlices(
+        parts=tuple(parts),
+        raw_words=tuple(p.raw_words for p in parts),
+        tokens=tuple(p.num_tokens for p in parts),
+        sentences=tuple(p.num_sentences for p in parts),
+        chunks=tuple(chunks(p) for p in parts),
+        digest=digest,
+    )
+
+
+def files_identity(source: CorpusSource, sample: int = 1 << 16) -> list[tuple[str, int, str]]:
+    """Each corpus file's name, size and sha256 of its first and last ``sample`` bytes: what
+    the processes of a multi-host run compare before each reads only its own slices (hashing
+    every file whole on every host would cost the reading the slices save)."""
+    out = []
+    for file in _list_files(Path(source.path)):
+        size = file.stat().st_size
+        h = hashlib.sha256()
+        with open(file, "rb") as f:
+            h.update(f.read(sample))
+            f.seek(max(0, size - sample))
+            h.update(f.read(sample))
+        out.append((file.name, size, h.hexdigest()))
+    return out
+
+
+def splits_by_bytes(source: CorpusSource, cfg: DataConfig) -> bool:
+    """Whether each byte slice of ``source`` can be counted and encoded on its own: plain
+    (uncompressed) files, the default tokenizer, and no ``max_vocab_size`` (whose pruning
+    counts in corpus order)."""
+    if source.token_pattern is not None or cfg.max_vocab_size is not None:
+        return False
+    files = _list_files(Path(source.path))
+    return not any(f.suffix.lower() in _COMPRESSED for f in files)
+
+
+def _line_start_at_or_after(file: Path, offset: int, size: int) -> int:
+    """The first offset >= ``offset`` in ``file`` that starts a line (or ``size``)."""
+    if offset <= 0:
+        return 0
+    with open(file, "rb") as f:
+        f.seek(offset - 1)
+        pos = offset - 1
+        while block := f.read(1 << 16):
+            ends = [i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0]
+            if ends:
+                return pos + min(ends) + 1
+            pos += len(block)
+    return size
+
+
+def byte_slices(source: CorpusSource, slices: int) -> list[list[ByteRange]]:
+    """The corpus files, taken end to end, cut into ``slices`` runs of whole lines.
+
+    Slice ``s`` starts at the first line that starts at or after byte ``s * N // slices`` of the
+    ``N`` bytes (a file's start is a line start), so the slices hold about equal bytes; a slice
+    is empty where one line spans its whole share. Each slice is a list of byte ranges, at most
+    one per file."""
+    files = _list_files(Path(source.path))
+    sizes = [f.stat().st_size for f in files]
+    ends = np.cumsum([0, *sizes]).tolist()
+    total = ends[-1]
+    cuts = [0]
+    for s in range(1, slices):
+        mark = s * total // slices
+        f = int(np.searchsorted(ends, mark, side="right")) - 1  # the file holding byte `mark`
+        cut = (
+            total
+            if f >= len(files)
+            else ends[f] + _line_start_at_or_after(files[f], mark - ends[f], sizes[f])
+        )
+        cuts.append(max(cut, cuts[-1]))
+    cuts.append(total)
+    out = []
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        ranges = []
+        for f, file in enumerate(files):
+            a, b = max(lo, ends[f]), min(hi, ends[f + 1])
+            if a < b:
+                ranges.append(ByteRange(file, a - ends[f], b - ends[f]))
+        out.append(ranges)
+    return out
+
+
+def _word_list(words: _Words) -> list[bytes]:
+    """The UTF-8 bytes of every word of a counting table, by id."""
+    packed = np.empty(words.n, dtype="<u8,<u8")
+    packed["f0"], packed["f1"] = words.lo[: words.n], words.hi[: words.n]
+    text = packed.view("S16").tolist()  # trailing NULs dropped: the word's bytes
+    for w, i in words.long.items():
+        text[i] = w
+    return text
+
+
+def _pack_counts(words: list[bytes], counts: np.ndarray, n_tokens: int) -> bytes:
+    text = b"\n".join(words)  # tokens hold no whitespace
+    head = np.asarray([n_tokens, len(words), len(text)], np.int64)
+    return head.tobytes() + np.asarray(counts, np.int64).tobytes() + text
+
+
+def _unpack_counts(data: bytes) -> tuple[list[bytes], np.ndarray, int]:
+    n_tokens, n_words, n_text = np.frombuffer(data[:24], np.int64).tolist()
+    counts = np.frombuffer(data[24 : 24 + 8 * n_words], np.int64)
+    text = data[24 + 8 * n_words : 24 + 8 * n_words + n_text]
+    return (text.split(b"\n") if n_words else []), counts, n_tokens
+
+
+def merge_counts(
+    tables: list[tuple[list[bytes], np.ndarray]],
+) -> tuple[list[bytes], np.ndarray]:
+    """Word counts of consecutive pieces of a corpus merged as one scan would have counted them.
+
+    Args:
+      tables: per piece, in corpus order, its words in order of first appearance and their
+        [U_p] int64 counts.
+    Returns:
+      The words in order of first appearance over the whole (a word's first piece decides) and
+      their [U] int64 summed counts.
+    """
+    index: dict[bytes, int] = {}
+    words: list[bytes] = []
+    at: list[np.ndarray] = []
+    for piece_words, _ in tables:
+        ids = np.empty(len(piece_words), np.int64)
+        for i, w in enumerate(piece_words):
+            j = index.get(w)
+            if j is None:
+                j = index[w] = len(words)
+                words.append(w)
+            ids[i] = j
+        at.append(ids)
+    counts = np.zeros(len(words), np.int64)
+    for ids, (_, c) in zip(at, tables, strict=True):
+        np.add.at(counts, ids, c)
+    return words, counts
+
+
+def _gathered(share: Callable[[bytes], list[bytes]] | None, mine: bytes) -> list[bytes]:
+    return [mine] if share is None else share(mine)
+
+
+def prepare_slices(
+    source: CorpusSource,
+    cfg: DataConfig,
+    *,
+    slices: int,
+    read: range,
+    share: Callable[[bytes], list[bytes]] | None = None,
+    vocab: Vocab | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[ReadProgress], None] | None = None,
+) -> tuple[Vocab, CorpusSlices]:
+    """The vocabulary and this process's byte slices, each counted and encoded on its own.
+
+    The corpus is cut into ``slices`` byte slices (:func:`byte_slices`; the source must pass
+    :func:`splits_by_bytes`). This process reads only the slices ``read``: one pass counts and
+    encodes them (:func:`prepare_corpus`'s pass, over their bytes); the counts of every process
+    are merged in slice order (:func:`merge_counts`), which gives exactly the vocabulary of one
+    scan of the whole corpus; each slice's ids are cached apart. With a cached vocabulary on
+    every process (or ``vocab`` given) only the encoding pass runs.
+
+    Args:
+      slices: S.
+      read: the slices this process reads, a block of consecutive ones.
+      share: ``share(mine)`` gives every process's ``mine`` in process order (an all-gather;
+        the processes' ``read`` blocks in order cover ``range(slices)``); None when this process
+        reads every slice.
+      vocab: a vocabulary to encode with (skips counting).
+      progress: as for :func:`prepare_corpus`, over this process's bytes.
+
+    Returns:
+      (vocab, slices), the read slices memory-mapped from the cache.
+    """
+    check_vocab_config(cfg)
+    if share is None and read != range(slices):
+        raise ValueError(f"reading slices {read} of {slices} needs `share` (an all-gather)")
+    ranges = byte_slices(source, slices)
+    vocab_path = _vocab_path(source, cfg, cache_dir)
+    if vocab is None:
+        vocab = _load_vocab_cache(vocab_path)
+        have = b"1" if vocab is not None else b"0"
+        if b"0" in _gathered(share, have):  # somebody must count: everybody counts
+            vocab = None
+    mine: dict[int, EncodedCorpus] = {}
+    if vocab is None:
+        vocab = _count_slices(source, cfg, ranges, read, share, cache_dir, progress, mine)
+        _save_vocab_cache(vocab_path, vocab)
+    for s in read:
+        if s not in mine:
+            mine[s] = _encode_slice(source, vocab, ranges[s], (s, slices), cache_dir, progress)
+    sizes = {}
+    for data in _gathered(share, json.dumps(_sizes(mine, cfg.chunk_tokens)).encode()):
+        sizes.update({int(s): v for s, v in json.loads(data).items()})
+    if sorted(sizes) != list(range(slices)):
+        raise ValueError(f"the processes read slices {sorted(sizes)}, not each of {slices} once")
+    raw, tokens, sentences, chunks, digests = zip(*(sizes[s] for s in range(slices)), strict=True)
+    digest = hashlib.sha256("\0".join(digests).encode()).hexdigest()
+    parts = tuple(mine.get(s) for s in range(slices))
+    return vocab, CorpusSlices(parts, raw, tokens, sentences, chunks, digest)
+
+
+def _sizes(parts: dict[int, EncodedCorpus], chunk_tokens: int) -> dict[int, list]:
+    one = _slices_of(list(parts.values()), None, chunk_tokens)
+    return {
+        s: [one.raw_words[i], one.tokens[i], one.sentences[i], one.chunks[i], encoded_digest(p)]
+        for i, (s, p) in enumerate(parts.items())
+    }
+
+
+def _count_slices(source, cfg, ranges, read, share, cache_dir, progress, out) -> Vocab:
+    """Counts and encodes the slices ``read`` in one pass, merges every process's counts into
+    the vocabulary, and writes each read slice's cache entry into ``out``."""
+    encoded_root = cache_root(cache_dir) / "encoded"
+    words = _Words.empty()
+    scans = []  # per read slice: (id file, raw sentence lengths)
+    try:
+        mine = [r for s in read for r in ranges[s]]
+        total = sum(r.size for r in mine)
+        done = [0]
+
+        def show(p: ReadProgress) -> None:  # the pass over all this process's slices
+            if progress is not None:
+                progress(dataclasses.replace(p, bytes_read=done[0] + p.bytes_read,
+                                             bytes_total=total, done=False))  # fmt: skip
+
+        n_tokens = 0
+        t0 = time.perf_counter()
+        for s in read:
+            id_file = _scan_file(encoded_root)
+            scans.append((id_file, None))
+            with open(id_file, "wb") as f:
+                raw, n = _scan(source, words, True, f, show, "count+encode", ranges[s], True)
+            scans[-1] = (id_file, raw)
+            n_tokens += n
+            done[0] += sum(r.size for r in ranges[s])
+        if progress is not None:
+            progress(ReadProgress("count+encode", n_tokens, total, total,
+                                  time.perf_counter() - t0, True))  # fmt: skip
+        per_slice = [_count_ids(f, words.n) for f, _ in scans]
+        counts = np.sum(per_slice, axis=0) if per_slice else np.zeros(words.n, np.int64)
+        my_words = _word_list(words)
+        del words
+        shared = _gathered(share, _pack_counts(my_words, counts, n_tokens))
+        tables = [_unpack_counts(d) for d in shared]
+        all_words, all_counts = merge_counts([(w, c) for w, c, _ in tables])
+        all_tokens = sum(n for _, _, n in tables)
+        if all_tokens == 0:
+            raise ValueError(
+                f"--corpus {source.path}: empty corpus (no tokens); pass a non-empty text corpus"
+            )
+        order = select_words(all_counts, all_tokens, cfg, lambda i: all_words[i].decode("utf-8"))
+        vocab = Vocab(
+            words=tuple(all_words[i].decode("utf-8") for i in order.tolist()),
+            counts=all_counts[order],
+            total_words=all_tokens,
+        )
+        to_vocab = np.full(len(all_words) + 1, -1, np.int32)  # a scan's -1 stays -1
+        to_vocab[order] = np.arange(order.shape[0], dtype=np.int32)
+        index = {w: i for i, w in enumerate(all_words)}
+        local = np.append(
+            np.fromiter((index[w] for w in my_words), np.int64, len(my_words)), len(all_words)
+        )
+        to_local = to_vocab[local]  # this process's scan id (or -1, last) -> vocabulary id
+        for s, (id_file, raw), c in zip(read, scans, per_slice, strict=True):
+            n_kept = int(c[to_local[:-1] >= 0].sum())
+            folder, key = _entry_folder(source, vocab, cache_dir, (s, len(ranges)))
+            out[s] = _write_entry(folder, key, source, vocab, id_file, to_local, raw, n_kept, True)
+        return vocab
+    finally:
+        for id_file, _ in scans:
+            Path(id_file).unlink(missing_ok=True)
+
+
+def _encode_slice(source, vocab, ranges, part, cache_dir, progress) -> EncodedCorpus:
+    """One byte slice encoded with ``vocab`` (or its cache entry)."""
+    folder, key = _entry_folder(source, vocab, cache_dir, part)
+    cached = _load_entry(folder, key)
+    if cached is not None:
+        return cached
+    id_file = _scan_file(folder.parent)
+    try:
+        with open(id_file, "wb") as f:
+            raw, n_kept = _scan(
+                source, _vocab_words(vocab), False, f, progress, "encode", ranges, True
+            )
+        to_vocab = np.append(np.arange(len(vocab), dtype=np.int32), np.int32(-1))
+        return _write_entry(folder, key, source, vocab, id_file, to_vocab, raw, n_kept, True)
     finally:
         Path(id_file).unlink(missing_ok=True)

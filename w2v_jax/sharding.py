@@ -1075,6 +1075,19 @@ def check_same_everywhere(named: Mapping[str, Any]) -> None:
             )
 
 
+def allgather_bytes(data: bytes) -> list[bytes]:
+    """Every process's ``data``, in process order: the sizes, then the bytes padded to the
+    longest, each in one all-gather (a corpus slice's word counts, say; under 2 GiB)."""
+    from jax.experimental import multihost_utils
+
+    size = np.asarray([len(data)], np.int32)
+    sizes = np.asarray(multihost_utils.process_allgather(size)).reshape(-1).tolist()
+    buf = np.zeros(max(1, *sizes), np.uint8)
+    buf[: len(data)] = np.frombuffer(data, np.uint8)
+    everyone = np.asarray(multihost_utils.process_allgather(buf))  # [P, longest]
+    return [everyone[p, :n].tobytes() for p, n in enumerate(sizes)]
+
+
 def agree(due: bool, signum: int | None) -> tuple[bool, int | None]:
     """Process 0's ``due`` and any process's signal, the same on every process.
 

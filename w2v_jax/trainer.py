@@ -7,9 +7,11 @@ a step; :mod:`w2v_jax.objectives`, :mod:`w2v_jax.inputs`, :mod:`w2v_jax.optim`,
 checkpoints that make a resumed run bit-identical to an uninterrupted one.
 
 On a mesh of several processes, each process reads only its corpus slices
-(``corpus_slices``, one per process by default; :func:`w2v_jax.batches.iterate_slices`) and
-feeds its own devices' rows of each step; one small all-gather per call sums the words read
-everywhere (the learning rate's progress) and collects every slice's position.
+(``corpus_slices``, one per process by default): it counts and encodes only their bytes
+(:func:`w2v_jax.corpus.prepare_slices`), builds only their batches
+(:func:`w2v_jax.batches.iterate_slices`) and feeds its own devices' rows of each step; one
+small all-gather per call sums the words read everywhere (the learning rate's progress) and
+collects every slice's position.
 
 Resuming. A checkpoint records the run's config, the objective and optimizer it used, its
 vocabulary and a fingerprint of the encoded corpus (sha256 of the ids). ``resume=True`` refuses,
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import signal
 import sys
@@ -327,16 +328,39 @@ def _run_identity(cfg: Config, objective, tx, update: str) -> dict[str, str]:
     return {"objective": objective.name, "optimizer": type(tx).__name__, "update": update}
 
 
-def corpus_fingerprint(encoded: corpus_lib.EncodedCorpus, name: str) -> dict[str, Any]:
-    """What a checkpoint records about the corpus: sha256 of the encoded ids, sentence bounds
-    and raw word count (about 1 GB/s, once per run), plus sizes and a name for messages."""
-    h = hashlib.sha256()
-    h.update(np.asarray([encoded.num_tokens, encoded.raw_words], np.int64).tobytes())
-    h.update(np.ascontiguousarray(encoded.sentence_starts).tobytes())
-    ids, block = encoded.ids, 1 << 24  # memory-mapped: hashed block by block
-    for lo in range(0, ids.shape[0], block):
-        h.update(np.ascontiguousarray(ids[lo : lo + block]).tobytes())
-    return {"sha256": h.hexdigest(), "words": encoded.num_tokens, "name": name}
+def corpus_fingerprint(corpus: corpus_lib.CorpusSlices, name: str) -> dict[str, Any]:
+    """What a checkpoint records about the corpus: its digest (sha256 of the encoded ids,
+    sentence bounds and raw word count, :func:`w2v_jax.corpus.encoded_digest`; of each byte
+    slice's, for a corpus read by byte slices), plus its size and a name for messages."""
+    return {"sha256": corpus.digest, "words": sum(corpus.tokens), "name": name}
+
+
+def _prepare(source, cfg: Config, vocab, read: range, apart: bool, objective, progress: bool):
+    """The vocabulary and the corpus in ``corpus_slices`` slices, this process's ``read``.
+
+    A run in several slices of a corpus that can be cut by bytes (plain-text files, the default
+    tokenizer) reads only its own slices' bytes (``apart``: the processes share their counts);
+    otherwise the whole corpus is counted and encoded and cut into slices of equal tokens. Both
+    are cached for the next run."""
+    show = corpus_lib.progress_printer(cfg.train.log_every_s) if progress else None
+    slices, data = cfg.train.corpus_slices, cfg.data
+    if vocab is not None:
+        objective.check_vocab(len(vocab.words))
+    if slices > 1 and corpus_lib.splits_by_bytes(source, data):
+        share = sharding.allgather_bytes if apart else None
+        vocab, sliced = corpus_lib.prepare_slices(
+            source, data, slices=slices, read=read, share=share,
+            vocab=vocab, progress=show,
+        )  # fmt: skip
+        objective.check_vocab(len(vocab.words))
+        return vocab, sliced
+    if vocab is None:  # one pass counts and encodes
+        vocab, encoded = corpus_lib.prepare_corpus(source, data, progress=show)
+        objective.check_vocab(len(vocab.words))
+    else:
+        encoded = corpus_lib.encode_corpus(source, vocab, progress=show)
+    digest = corpus_lib.encoded_digest(encoded)
+    return vocab, corpus_lib.cut_encoded(encoded, slices, data.chunk_tokens, digest)
 
 
 def _checkpoint_payload(cfg, identity, corpus, vocab, state, positions, words_done, tally) -> dict:
@@ -630,25 +654,26 @@ def train(
 
     if isinstance(source, (str, Path)):  # a path: read once the run's settings are checked
         source = _resolve(source, cfg)
-    show = corpus_lib.progress_printer(cfg.train.log_every_s) if progress else None
-    if vocab is None:  # one pass counts and encodes (both cached for the next run)
-        vocab, encoded = corpus_lib.prepare_corpus(source, cfg.data, progress=show)
-        objective.check_vocab(len(vocab.words))
-    else:
-        objective.check_vocab(len(vocab.words))
-        encoded = corpus_lib.encode_corpus(source, vocab, progress=show)
-    corpus_id = corpus_fingerprint(encoded, str(getattr(source, "name", corpus)))
-    if ckpt is not None:
-        _check_corpus(ckpt, corpus_id, ckpt_path)
     multi = mesh is not None and jax.process_count() > 1
-    if multi:  # every process must train the same run: refuse before the first step
+    if multi:  # every process must train the same run: refuse before any other collective
         sharding.check_same_everywhere(
             {
                 "config": flat(cfg),
-                "corpus": corpus_id,
-                "vocabulary": (vocab.words, np.asarray(vocab.counts).tolist()),
+                "corpus files": corpus_lib.files_identity(source),
                 "objective and optimizer": identity,
                 "checkpoint step": None if ckpt is None else int(ckpt["step"]),
+            }
+        )
+    read, rows = _slices_read(cfg, mesh)
+    vocab, sliced = _prepare(source, cfg, vocab, read, rows is not None, objective, progress)
+    corpus_id = corpus_fingerprint(sliced, str(getattr(source, "name", corpus)))
+    if ckpt is not None:
+        _check_corpus(ckpt, corpus_id, ckpt_path)
+    if multi:
+        sharding.check_same_everywhere(
+            {
+                "corpus": corpus_id,
+                "vocabulary": (vocab.words, np.asarray(vocab.counts).tolist()),
             }
         )
     consts = objective.make_consts(vocab.counts)
@@ -700,10 +725,9 @@ def train(
 
     # Run.
     steps_fn = step_lib.make_steps(one_step)
-    read, rows = _slices_read(cfg, mesh)
     stream = batches_lib.prefetch(
         batches_lib.iterate_slices(
-            encoded,
+            sliced,
             vocab,
             cfg.data,
             batch_size=cfg.train.batch_size,
@@ -716,7 +740,7 @@ def train(
             pad_forever=multi,  # a process done early pads until every process is done
         )
     )
-    total_words = cfg.train.epochs * encoded.raw_words
+    total_words = cfg.train.epochs * sum(sliced.raw_words)
     history: list[dict[str, float]] = []
     pending: list[tuple[dict, int, int]] = []  # (device metrics, epoch, real steps) not pulled
     t0 = time.perf_counter()
@@ -823,7 +847,7 @@ def train(
             f"nothing to train: the checkpoint is already at the end of epoch {epochs}/{epochs}"
             if ckpt is not None
             else f"nothing to train: the corpus gives no training example "
-            f"({encoded.num_tokens:,} in-vocabulary words in {encoded.num_sentences:,} "
+            f"({sum(sliced.tokens):,} in-vocabulary words in {sum(sliced.sentences):,} "
             f"sentences; a sentence needs two of them)"
         )
     return TrainResult(
