@@ -13,6 +13,7 @@ from w2v_jax import corpus as corpus_mod
 from w2v_jax.batches import iterate_slices
 from w2v_jax.config import DataConfig
 from w2v_jax.corpus import (
+    WordCounts,
     byte_slices,
     cut_encoded,
     merge_counts,
@@ -135,11 +136,18 @@ def test_slices_counted_apart_make_exactly_one_scans_vocabulary_and_encoding(
 
 
 def test_merge_counts_orders_words_by_first_appearance_over_the_pieces():
-    words, counts = merge_counts(
-        [([b"a", b"b"], np.array([3, 1])), ([], np.zeros(0, np.int64)), ([b"c", b"a"], [2, 5])]
-    )
-    assert words == [b"a", b"b", b"c"]
-    np.testing.assert_array_equal(counts, [8, 1, 2])
+    long_a, long_b = b"x" * 17, "é".encode() * 12  # past 16 bytes: kept apart from the packed
+    pieces = [
+        WordCounts.of([b"a", long_a, b"b"], [3, 1, 1]),
+        WordCounts.of([], []),
+        WordCounts.of([b"c", long_b, b"a", long_a, b"a" * 16], [2, 4, 5, 6, 7]),
+    ]
+    merged = merge_counts([WordCounts.from_bytes(p.to_bytes([i]))[0] for i, p in
+                           enumerate(pieces)])  # fmt: skip
+    words = [merged.word(i) for i in range(len(merged.counts))]
+    assert words == [b"a", long_a, b"b", b"c", long_b, b"a" * 16]
+    np.testing.assert_array_equal(merged.counts, [8, 7, 1, 2, 4, 7])
+    np.testing.assert_array_equal(merged.first, [0, 1, 2, 3, 4, 7])  # (piece, index) in order
 
 
 def _processes(n, run):
@@ -177,13 +185,16 @@ def _processes(n, run):
     return out
 
 
-@pytest.mark.parametrize("n_procs, n_slices", [(2, 2), (3, 6)])
+@pytest.mark.parametrize(
+    "n_procs, n_slices, data",
+    [(2, 2, {"min_count": 2}), (3, 6, {"min_count": 1, "max_final_vocab": 15})],
+)
 def test_processes_read_only_their_own_bytes_and_agree_with_one_process(
-    tmp_path, monkeypatch, n_procs, n_slices
+    tmp_path, monkeypatch, n_procs, n_slices, data
 ):
     folder = _files(tmp_path / "c", _text(np.random.default_rng(7), 300), 2)
     src = resolve_corpus(str(folder))
-    cfg = DataConfig(min_count=2, chunk_tokens=200)
+    cfg = DataConfig(chunk_tokens=200, **data)
     reads: list[tuple[str, str, int, int | None]] = []
     real_read_blocks = corpus_mod._read_blocks
 
@@ -195,6 +206,7 @@ def test_processes_read_only_their_own_bytes_and_agree_with_one_process(
     ref_vocab, ref = prepare_slices(
         src, cfg, slices=n_slices, read=range(n_slices), cache_dir=tmp_path / "one"
     )
+    _same(ref_vocab, prepare_corpus(src, cfg, cache_dir=tmp_path / "whole")[0])
     per = n_slices // n_procs
 
     def run(p, share):  # each "host" with a cache of its own
@@ -276,3 +288,20 @@ def test_an_empty_corpus_read_in_slices_is_a_clear_error(tmp_path):
     src = resolve_corpus(str(tmp_path / "c.txt"))
     with pytest.raises(ValueError, match="empty corpus"):
         prepare_slices(src, DataConfig(), slices=2, read=range(2))
+
+
+def test_processes_name_the_most_frequent_word_when_none_reaches_min_count(tmp_path):
+    folder = _files(tmp_path / "c", _text(np.random.default_rng(8), 200), 1)
+    src = resolve_corpus(str(folder))
+    cfg = DataConfig(min_count=10**6)
+    with pytest.raises(ValueError) as whole:
+        prepare_corpus(src, cfg, cache_dir=tmp_path / "whole")
+
+    def run(p, share):
+        with pytest.raises(ValueError) as err:
+            prepare_slices(src, cfg, slices=3, read=range(p, p + 1), share=share,
+                           cache_dir=tmp_path / f"host{p}")  # fmt: skip
+        return str(err.value)
+
+    assert _processes(3, run) == [str(whole.value)] * 3
+    assert "the most frequent, 'w0'" in str(whole.value)

@@ -1212,7 +1212,7 @@ def _count_ids(id_file: str, n_words: int) -> np.ndarray:
 
 
 def _vocab_of(
-    words: _Words, counts: np.ndarray, n_tokens: int, cfg: DataConfig
+    words: _Words | WordCounts, counts: np.ndarray, n_tokens: int, cfg: DataConfig
 ) -> tuple[Vocab, np.ndarray]:
     """The vocabulary chosen from a counting scan, and [V] the scan ids of its words."""
     order = select_words(counts, n_tokens, cfg, lambda i: words.word(i).decode("utf-8"))
@@ -1476,57 +1476,209 @@ def byte_slices(source: CorpusSource, slices: int) -> list[list[ByteRange]]:
     return out
 
 
-def _word_list(words: _Words) -> list[bytes]:
-    """The UTF-8 bytes of every word of a counting table, by id."""
-    packed = np.empty(words.n, dtype="<u8,<u8")
-    packed["f0"], packed["f1"] = words.lo[: words.n], words.hi[: words.n]
-    text = packed.view("S16").tolist()  # trailing NULs dropped: the word's bytes
-    for w, i in words.long.items():
-        text[i] = w
-    return text
+class WordCounts(typing.NamedTuple):
+    """Distinct words packed as the counting table packs them, with their counts (what the
+    processes of a multi-host run exchange to build one vocabulary).
+
+    Attributes:
+      lo, hi: [U] uint64 each word's first 16 UTF-8 bytes, zero-padded; (0, 0) for a word of
+        more than 16 bytes (a word's first byte is never 0, so ``lo == 0`` marks those).
+      long: the words of more than 16 bytes -> their index.
+      counts: [U] int64.
+      first: [U] int64 position of each word's first appearance in the whole corpus (its
+        first entry's (piece, index) in corpus order), where known; a piece's own table is in
+        order of first appearance and needs none.
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+    long: dict[bytes, int]
+    counts: np.ndarray
+    first: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, words: list[bytes], counts) -> WordCounts:
+        """From the words' UTF-8 bytes (none empty, none holding whitespace or NUL)."""
+        lo, hi = np.zeros(len(words), np.uint64), np.zeros(len(words), np.uint64)
+        short = [i for i, w in enumerate(words) if len(w) <= _SHORT]
+        if short:
+            packed = np.array([words[i] for i in short], dtype="S16").view("<u8").reshape(-1, 2)
+            lo[short], hi[short] = packed[:, 0], packed[:, 1]
+        long = {w: i for i, w in enumerate(words) if len(w) > _SHORT}
+        return cls(lo, hi, long, np.asarray(counts, np.int64).reshape(-1))
+
+    def word(self, i: int) -> bytes:
+        if self.lo[i] == 0:
+            return next(w for w, j in self.long.items() if j == i)
+        return np.array([(self.lo[i], self.hi[i])], dtype="<u8,<u8").view("S16")[0]
+
+    def to_bytes(self, header: list[int]) -> bytes:
+        """Serialised, after ``header`` (a few int64s the reader gets back)."""
+        text = b"\n".join(self.long)  # words hold no whitespace
+        ids = np.fromiter(self.long.values(), np.int64, len(self.long))
+        first = np.zeros(0, np.int64) if self.first is None else self.first
+        sizes = [len(self.lo), len(ids), len(text), len(first)]
+        head = np.asarray([len(header), *header, *sizes], np.int64)
+        arrays = (self.lo, self.hi, np.asarray(self.counts, np.int64), ids, first)
+        return head.tobytes() + b"".join(np.asarray(a).tobytes() for a in arrays) + text
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> tuple[WordCounts, list[int]]:
+        k = int(np.frombuffer(data[:8], np.int64)[0])
+        head = np.frombuffer(data[8 : 8 * (k + 5)], np.int64).tolist()
+        header, (n, n_long, n_text, n_first) = head[:k], head[k:]
+        at = 8 * (k + 5)
+
+        def take(count: int, dtype) -> np.ndarray:
+            nonlocal at
+            out = np.frombuffer(data[at : at + 8 * count], dtype)
+            at += 8 * count
+            return out
+
+        lo, hi, counts = take(n, np.uint64), take(n, np.uint64), take(n, np.int64)
+        ids, first = take(n_long, np.int64), take(n_first, np.int64)
+        words = data[at : at + n_text].split(b"\n") if n_long else []
+        long = dict(zip(words, ids.tolist(), strict=True))
+        return cls(lo, hi, long, counts, first if n_first or not n else None), header
+
+    def take(self, idx: np.ndarray) -> WordCounts:
+        """The words ``idx``, in that order."""
+        at = np.full(self.lo.shape[0], -1, np.int64)
+        at[idx] = np.arange(idx.shape[0])
+        long = {w: int(at[i]) for w, i in self.long.items() if at[i] >= 0}
+        first = None if self.first is None else self.first[idx]
+        return WordCounts(self.lo[idx], self.hi[idx], long, self.counts[idx], first)
 
 
-def _pack_counts(words: list[bytes], counts: np.ndarray, n_tokens: int) -> bytes:
-    text = b"\n".join(words)  # tokens hold no whitespace
-    head = np.asarray([n_tokens, len(words), len(text)], np.int64)
-    return head.tobytes() + np.asarray(counts, np.int64).tobytes() + text
+def _group(lo, hi, counts, pos, longs: list[tuple[int, bytes, int]]) -> WordCounts:
+    """The distinct words of some entries (short ones as packed keys; long ones as (position,
+    word, count)), each with its summed count and its first entry's position, in order of
+    those positions (positions are distinct). Vectorised: one sort of the packed keys."""
+    if pos.size and not np.all(pos[1:] > pos[:-1]):
+        by_pos = np.argsort(pos, kind="stable")
+        lo, hi, counts, pos = lo[by_pos], hi[by_pos], counts[by_pos], pos[by_pos]
+    order = np.lexsort((hi, lo))  # equal keys next to each other, first entry first (stable)
+    lo_s, hi_s = lo[order], hi[order]
+    new = np.ones(order.shape[0], bool)
+    new[1:] = (lo_s[1:] != lo_s[:-1]) | (hi_s[1:] != hi_s[:-1])
+    group = np.cumsum(new) - 1
+    # exact below 2^53 tokens
+    short_counts = np.bincount(group, weights=counts[order].astype(np.float64))
+    first_long: dict[bytes, list[int]] = {}
+    for p, w, c in sorted(longs):
+        first_long.setdefault(w, [p, 0])[1] += c
+    firsts = np.concatenate(
+        [pos[order][new], np.asarray([v[0] for v in first_long.values()], np.int64)]
+    )
+    rank = np.argsort(firsts, kind="stable")
+    n_short = int(new.sum())
+    lo_all = np.concatenate([lo_s[new], np.zeros(len(first_long), np.uint64)])
+    hi_all = np.concatenate([hi_s[new], np.zeros(len(first_long), np.uint64)])
+    counts_all = np.concatenate(
+        [np.rint(short_counts).astype(np.int64), [v[1] for v in first_long.values()]]
+    ).astype(np.int64)
+    new_index = np.empty(rank.shape[0], np.int64)
+    new_index[rank] = np.arange(rank.shape[0])
+    long = {w: int(new_index[n_short + k]) for k, w in enumerate(first_long)}
+    return WordCounts(lo_all[rank], hi_all[rank], long, counts_all[rank], firsts[rank])
 
 
-def _unpack_counts(data: bytes) -> tuple[list[bytes], np.ndarray, int]:
-    n_tokens, n_words, n_text = np.frombuffer(data[:24], np.int64).tolist()
-    counts = np.frombuffer(data[24 : 24 + 8 * n_words], np.int64)
-    text = data[24 + 8 * n_words : 24 + 8 * n_words + n_text]
-    return (text.split(b"\n") if n_words else []), counts, n_tokens
+def _entries(pieces: list[WordCounts], keep=None) -> tuple:
+    """The entries of the pieces (those ``keep(piece)``, a [U] bool mask, selects), with their
+    positions in corpus order (a piece's ``first``, else its place after the pieces before it),
+    as :func:`_group` takes them: (lo, hi, counts, pos, longs)."""
+    los, his, cs, ps, longs = [], [], [], [], []
+    off = 0
+    for p in pieces:
+        mask = np.ones(p.lo.shape[0], bool) if keep is None else keep(p)
+        pos = np.arange(off, off + p.lo.shape[0]) if p.first is None else p.first
+        sel = np.flatnonzero(mask & (p.lo != 0))
+        los.append(p.lo[sel])
+        his.append(p.hi[sel])
+        cs.append(p.counts[sel])
+        ps.append(pos[sel])
+        longs.extend((int(pos[i]), w, int(p.counts[i])) for w, i in p.long.items() if mask[i])
+        off += p.lo.shape[0]
+    kinds = (np.uint64, np.uint64, np.int64, np.int64)
+    cat = [
+        np.concatenate([np.zeros(0, k), *x]) for k, x in zip(kinds, (los, his, cs, ps), strict=True)
+    ]
+    return (*cat, longs)
 
 
-def merge_counts(
-    tables: list[tuple[list[bytes], np.ndarray]],
-) -> tuple[list[bytes], np.ndarray]:
+def merge_counts(pieces: list[WordCounts]) -> WordCounts:
     """Word counts of consecutive pieces of a corpus merged as one scan would have counted them.
 
+    A word's first appearance in the whole is its first appearance in the first piece that
+    holds it, so ordering the distinct words by (piece, index in piece) of their first entry
+    gives one scan's order.
+
     Args:
-      tables: per piece, in corpus order, its words in order of first appearance and their
-        [U_p] int64 counts.
+      pieces: in corpus order, each piece's words in order of first appearance and counts.
     Returns:
-      The words in order of first appearance over the whole (a word's first piece decides) and
-      their [U] int64 summed counts.
+      The distinct words in order of first appearance over the whole, counts summed, with their
+      positions in ``first``.
     """
-    index: dict[bytes, int] = {}
-    words: list[bytes] = []
-    at: list[np.ndarray] = []
-    for piece_words, _ in tables:
-        ids = np.empty(len(piece_words), np.int64)
-        for i, w in enumerate(piece_words):
-            j = index.get(w)
-            if j is None:
-                j = index[w] = len(words)
-                words.append(w)
-            ids[i] = j
-        at.append(ids)
-    counts = np.zeros(len(words), np.int64)
-    for ids, (_, c) in zip(at, tables, strict=True):
-        np.add.at(counts, ids, c)
-    return words, counts
+    return _group(*_entries(pieces))
+
+
+def _by_first(pieces: list[WordCounts]) -> WordCounts:
+    """Pieces of distinct words (each word in one piece) as one table, in order of ``first``."""
+    lo = np.concatenate([np.zeros(0, np.uint64), *(p.lo for p in pieces)])
+    hi = np.concatenate([np.zeros(0, np.uint64), *(p.hi for p in pieces)])
+    counts = np.concatenate([np.zeros(0, np.int64), *(p.counts for p in pieces)])
+    first = np.concatenate([np.zeros(0, np.int64), *(p.first for p in pieces)])
+    long, off = {}, 0
+    for p in pieces:
+        long.update({w: off + i for w, i in p.long.items()})
+        off += p.lo.shape[0]
+    return WordCounts(lo, hi, long, counts, first).take(np.argsort(first, kind="stable"))
+
+
+def _bucket(words: WordCounts, buckets: int) -> np.ndarray:
+    """[U] int64 the bucket of each word, the same on every process (not Python's salted hash)."""
+    mixed = (words.lo * np.uint64(0x9E3779B97F4A7C15)) ^ (words.hi * np.uint64(0xC2B2AE3D27D4EB4F))
+    out = ((mixed >> np.uint64(33)) % np.uint64(buckets)).astype(np.int64)
+    for w, i in words.long.items():
+        out[i] = zlib.crc32(w) % buckets
+    return out
+
+
+def _merged_vocab(
+    pieces: list[WordCounts], me: int, share, total: int, cfg: DataConfig
+) -> tuple[Vocab, WordCounts]:
+    """The vocabulary of the pieces' merged counts (and its words, packed, in vocabulary
+    order), the merging split among the processes.
+
+    Each of the P processes merges the words of one hash bucket over every piece (so each sorts
+    about 1/P of the entries) and shares the words of its bucket that can enter the vocabulary
+    (count >= min_count; and its most frequent word, which the empty-vocabulary error names);
+    every process then orders those by first appearance and chooses the vocabulary from them,
+    exactly as from the whole table: the words left out could never be chosen, and where
+    ``max_final_vocab`` ranks the counts, the words it ranks in are among those shared."""
+    n = len(pieces) if share is not None else 1
+    mine = _group(*_entries(pieces, lambda p: _bucket(p, n) == me))
+    keep = mine.counts >= cfg.min_count
+    if mine.counts.size:
+        keep[int(np.argmax(mine.counts))] = True
+    shared = _gathered(share if n > 1 else None, mine.take(np.flatnonzero(keep)).to_bytes([]))
+    table = _by_first([WordCounts.from_bytes(d)[0] for d in shared])
+    vocab, order = _vocab_of(table, table.counts, total, cfg)
+    return vocab, table.take(order)
+
+
+def _vocab_ids(vocab: WordCounts, words: WordCounts) -> np.ndarray:
+    """[U] int32 the index in ``vocab`` (the vocabulary's words, packed) of each of ``words``
+    (-1: not in it)."""
+    short_v = np.flatnonzero(vocab.lo != 0)
+    table = _new_table(2 * short_v.size + 1)  # at most half full
+    table.ids[_insert(table, vocab.lo[short_v], vocab.hi[short_v])] = short_v
+    ids = np.full(words.lo.shape[0], -1, np.int32)
+    short = np.flatnonzero(words.lo != 0)
+    ids[short] = _lookup(table, words.lo[short], words.hi[short])
+    for w, i in words.long.items():
+        ids[i] = vocab.long.get(w, -1)
+    return ids
 
 
 def _gathered(share: Callable[[bytes], list[bytes]] | None, mine: bytes) -> list[bytes]:
@@ -1549,8 +1701,9 @@ def prepare_slices(
     The corpus is cut into ``slices`` byte slices (:func:`byte_slices`; the source must pass
     :func:`splits_by_bytes`). This process reads only the slices ``read``: one pass counts and
     encodes them (:func:`prepare_corpus`'s pass, over their bytes); the counts of every process
-    are merged in slice order (:func:`merge_counts`), which gives exactly the vocabulary of one
-    scan of the whole corpus; each slice's ids are cached apart. With a cached vocabulary on
+    are merged in slice order (:func:`merge_counts`; each process merges one hash bucket of the
+    words and shares its vocabulary candidates), which gives exactly the vocabulary of one scan
+    of the whole corpus; each slice's ids are cached apart. With a cached vocabulary on
     every process (or ``vocab`` given) only the encoding pass runs.
 
     Args:
@@ -1608,8 +1761,7 @@ def _count_slices(source, cfg, ranges, read, share, cache_dir, progress, out) ->
     words = _Words.empty()
     scans = []  # per read slice: (id file, raw sentence lengths)
     try:
-        mine = [r for s in read for r in ranges[s]]
-        total = sum(r.size for r in mine)
+        total = sum(r.size for s in read for r in ranges[s])
         done = [0]
 
         def show(p: ReadProgress) -> None:  # the pass over all this process's slices
@@ -1632,29 +1784,19 @@ def _count_slices(source, cfg, ranges, read, share, cache_dir, progress, out) ->
                                   time.perf_counter() - t0, True))  # fmt: skip
         per_slice = [_count_ids(f, words.n) for f, _ in scans]
         counts = np.sum(per_slice, axis=0) if per_slice else np.zeros(words.n, np.int64)
-        my_words = _word_list(words)
+        n = words.n
+        mine = WordCounts(words.lo[:n], words.hi[:n], words.long, counts)
+        shared = _gathered(share, mine.to_bytes([read.start, n_tokens]))
         del words
-        shared = _gathered(share, _pack_counts(my_words, counts, n_tokens))
-        tables = [_unpack_counts(d) for d in shared]
-        all_words, all_counts = merge_counts([(w, c) for w, c, _ in tables])
-        all_tokens = sum(n for _, _, n in tables)
+        pieces, headers = zip(*(WordCounts.from_bytes(d) for d in shared), strict=True)
+        all_tokens = sum(h[1] for h in headers)
         if all_tokens == 0:
             raise ValueError(
                 f"--corpus {source.path}: empty corpus (no tokens); pass a non-empty text corpus"
             )
-        order = select_words(all_counts, all_tokens, cfg, lambda i: all_words[i].decode("utf-8"))
-        vocab = Vocab(
-            words=tuple(all_words[i].decode("utf-8") for i in order.tolist()),
-            counts=all_counts[order],
-            total_words=all_tokens,
-        )
-        to_vocab = np.full(len(all_words) + 1, -1, np.int32)  # a scan's -1 stays -1
-        to_vocab[order] = np.arange(order.shape[0], dtype=np.int32)
-        index = {w: i for i, w in enumerate(all_words)}
-        local = np.append(
-            np.fromiter((index[w] for w in my_words), np.int64, len(my_words)), len(all_words)
-        )
-        to_local = to_vocab[local]  # this process's scan id (or -1, last) -> vocabulary id
+        me = [h[0] for h in headers].index(read.start)
+        vocab, packed = _merged_vocab(list(pieces), me, share, all_tokens, cfg)
+        to_local = np.append(_vocab_ids(packed, pieces[me]), np.int32(-1))  # scan id -> vocab id
         for s, (id_file, raw), c in zip(read, scans, per_slice, strict=True):
             n_kept = int(c[to_local[:-1] >= 0].sum())
             folder, key = _entry_folder(source, vocab, cache_dir, (s, len(ranges)))
