@@ -7,6 +7,7 @@
     python bench/sharding.py --rounds 3 --baseline # 1,2,4,1,2,4,... pooled; + the one-device step
     python bench/sharding.py --bucketed            # + the dedup/all_to_all prototype, checked
     python bench/sharding.py --platform gpu --devices 1 2 4 8   # real accelerators
+    python bench/sharding.py --trainer --devices 1 2 --rounds 3  # whole runs of w2v_jax.train
 
 For each device count n (default 1, 2, 4) a fresh Python process is started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=n`` (set before JAX is imported), so every n
@@ -18,6 +19,11 @@ and times ``--repeats`` runs of ``--steps`` steps on batches already on the devi
 B * steps / seconds, median over repeats). With ``--baseline`` the one-device pure-JAX step
 (:func:`w2v_jax.step.make_step`, ``--update sparse``: the same model and update, no collectives)
 is timed too.
+
+With ``--trainer`` it times whole training runs instead: ``w2v-jax train --update sparse
+--devices n`` on the default corpus (``--corpus``), each in a fresh process, and reports the
+training seconds the run prints (XLA compilation included), against ``--devices 1``, the
+one-device pure-JAX step's run; ``--dim`` and ``--shard-by`` apply.
 
 Simulated CPU devices share the machine's cores: on a 2-core machine, 4 devices are 2 cores
 time-sliced, so only n <= cores can show a speed-up; on any machine they measure the
@@ -423,6 +429,43 @@ def _run_worker(n: int, argv: list[str], attempts: int = 2) -> dict:
     sys.exit(f"worker with {n} devices failed {attempts} times")
 
 
+def trainer_runs(args) -> None:
+    """Training seconds of ``w2v-jax train --devices n`` for each n, rounds interleaved."""
+    import re
+    import tempfile
+
+    seconds: dict[int, list[float]] = {n: [] for n in args.devices}
+    speed: dict[int, list[float]] = {n: [] for n in args.devices}
+    losses: dict[int, str] = {}
+    for r in range(args.rounds):
+        for n in args.devices:
+            with tempfile.TemporaryDirectory() as out:
+                cmd = [
+                    sys.executable, "-m", "w2v_jax.cli", "train", "--corpus", args.corpus,
+                    "--out", out, "--update", "sparse", "--devices", str(n), "--dim",
+                    str(args.dim), "--shard-by", args.shard_by, "--neighbours=",
+                ]  # fmt: skip
+                res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True)
+            m = re.search(r"in ([0-9.]+)s \(([0-9.]+)k words/s\); epoch losses (.*)", res.stdout)
+            if res.returncode != 0 or m is None:
+                sys.exit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+            seconds[n].append(float(m.group(1)))
+            speed[n].append(float(m.group(2)))
+            losses[n] = m.group(3)
+            print(f"round {r + 1}, {n} devices: {m.group(1)} s", file=sys.stderr)
+    base = statistics.median(seconds[args.devices[0]])
+    print(f"w2v-jax train --update sparse, corpus {args.corpus}, D={args.dim}, "
+          f"--shard-by {args.shard_by}, medians of {args.rounds}")  # fmt: skip
+    print("| devices | training s | k words/s | ratio to 1 device | epoch losses |")
+    print("| ---: | ---: | ---: | ---: | --- |")
+    for n in args.devices:
+        med = statistics.median(seconds[n])
+        print(
+            f"| {n} | {med:.1f} | {statistics.median(speed[n]):.0f} | {base / med:.2f}x "
+            f"| {losses[n]} |"
+        )
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
@@ -464,8 +507,15 @@ def main(argv=None) -> None:
         help="split the tables by dimensions (the trainer's default) or by vocabulary rows",
     )
     ap.add_argument("--json", help="write the rows to this JSON file")
+    ap.add_argument(
+        "--trainer", action="store_true", help="time whole w2v-jax train runs (see above)"
+    )
+    ap.add_argument("--corpus", default="wiki-sample", help="--trainer: the corpus")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.trainer:
+        trainer_runs(args)
+        return
     if args.bucketed and args.shard_by != "rows":
         ap.error("--bucketed checks the prototype against the row layout: add --shard-by rows")
 
