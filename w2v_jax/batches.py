@@ -444,10 +444,10 @@ def iterate_slices(
     is cut into chunks exactly as :func:`iterate_batches` cuts a corpus, chunks numbered over the
     whole corpus (chunk c of epoch e still draws from ``default_rng([seed, e, c])``). Each slice
     gives a stream of sub-batches of ``batch_size // slices`` rows through all epochs on its
-    own, and step k's batch is the k-th
-    sub-batch of every slice, in slice order: rows ``[s*B/S, (s+1)*B/S)`` come from slice s, so a
-    process whose devices hold those rows reads only slice s. A slice whose epochs are done gives
-    ``mask = 0`` padding until the others are done too. With ``slices=1`` this is the stream of
+    own, and step k's batch is the k-th sub-batch of every slice, in slice order: rows
+    ``[s*B/S, (s+1)*B/S)`` come from slice s, so a process whose devices hold those rows reads
+    only slice s. A slice whose epochs are done gives ``mask = 0`` padding until the others are
+    done too. With ``slices=1`` this is the stream of
     :func:`iterate_batches`, batch for batch.
 
     Args:
@@ -522,8 +522,13 @@ class _Plan(NamedTuple):
         bounds, raw_at = {}, {}
         for s, part in enumerate(corpus.parts):
             if part is not None:
-                b = chunk_bounds(part.sentence_starts, cfg.chunk_tokens)
-                bounds[s] = b[: corpus.chunks[s] + 1]  # a slice of no sentence has no chunk
+                bounds[s] = chunk_bounds(part.sentence_starts, cfg.chunk_tokens)
+                if bounds[s].size - 1 != corpus.chunks[s]:
+                    raise ValueError(
+                        f"slice {s} holds {bounds[s].size - 1} chunks of {cfg.chunk_tokens} "
+                        f"tokens, but the corpus was cut with {corpus.chunks[s]}: cut it with "
+                        "this chunk_tokens"
+                    )
                 raw_at[s] = np.asarray([part.raw_before(int(e)) for e in bounds[s]], np.int64)
         keep = None
         if cfg.subsample_rule != "off" and cfg.sample > 0:
