@@ -23,6 +23,12 @@
   progress through an optional ``progress`` callable (:func:`progress_printer`). A damaged
   compressed file raises ``ValueError("corpus file X is corrupt or truncated (gzip): ...")``.
 
+* :func:`prepare_slices` does the same for a process of a multi-host run that reads only its own
+  byte slices of a plain-text corpus (:func:`byte_slices`): it counts and encodes their bytes,
+  the processes merge their counts into exactly the vocabulary one scan gives, and each slice is
+  cached on its own (:class:`CorpusSlices`; :func:`cut_encoded` cuts a whole encoding by tokens
+  where bytes cannot be cut).
+
 Cache folder: ``$W2V_JAX_CACHE``, else ``~/.cache/w2v_jax``.
 """
 

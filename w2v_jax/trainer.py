@@ -349,9 +349,8 @@ def _prepare(source, cfg: Config, vocab, read: range, apart: bool, objective, pr
     if slices > 1 and corpus_lib.splits_by_bytes(source, data):
         share = sharding.allgather_bytes if apart else None
         vocab, sliced = corpus_lib.prepare_slices(
-            source, data, slices=slices, read=read, share=share,
-            vocab=vocab, progress=show,
-        )  # fmt: skip
+            source, data, slices=slices, read=read, share=share, vocab=vocab, progress=show
+        )
         objective.check_vocab(len(vocab.words))
         return vocab, sliced
     if vocab is None:  # one pass counts and encodes
