@@ -41,6 +41,7 @@ import hashlib
 import http.client
 import json
 import lzma
+import math
 import os
 import re
 import shutil
@@ -656,13 +657,10 @@ def _read_blocks(
             else:
                 f = raw
             with f:
-                if end is None:
-                    while block := f.read(block_bytes):
-                        yield block, raw.tell() - start
-                    return
-                f.seek(start)
-                left = end - start
-                while left > 0 and (block := f.read(min(block_bytes, left))):
+                if start:
+                    f.seek(start)
+                left = math.inf if end is None else end - start
+                while left > 0 and (block := f.read(int(min(block_bytes, left)))):
                     left -= len(block)
                     yield block, raw.tell() - start
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
@@ -839,9 +837,14 @@ class _Words:
         return cls(_new_table(1 << 17), {}, z, z.copy())
 
     def word(self, i: int) -> bytes:
-        if self.lo[i] == 0:
-            return next(w for w, j in self.long.items() if j == i)
-        return np.array([(self.lo[i], self.hi[i])], dtype="<u8,<u8").view("S16")[0]
+        return _word_at(self, i)
+
+
+def _word_at(words: _Words | WordCounts, i: int) -> bytes:
+    """Word ``i`` of a packed table, as UTF-8 bytes."""
+    if words.lo[i] == 0:
+        return next(w for w, j in words.long.items() if j == i)
+    return np.array([(words.lo[i], words.hi[i])], dtype="<u8,<u8").view("S16")[0]
 
 
 def _grow(words: _Words, more: int) -> None:
@@ -1175,12 +1178,22 @@ def encode_corpus(
         return cached
     if source.token_pattern is not None:  # regex tokens: the sentence-by-sentence reader
         return _encode_slow(source, vocab, folder, key)
+    return _encode_scan(source, vocab, folder, key, progress)
+
+
+def _encode_scan(
+    source, vocab, folder, key, progress, ranges: list[ByteRange] | None = None, part=False
+) -> EncodedCorpus:
+    """Encodes ``source`` (or its byte ``ranges``; ``part``: a slice, which may hold no
+    in-vocabulary token) with ``vocab`` in one scan, into the cache entry ``folder``."""
     id_file = _scan_file(folder.parent)
     try:
         with open(id_file, "wb") as f:
-            raw, n_kept = _scan(source, _vocab_words(vocab), False, f, progress, "encode")
+            raw, n_kept = _scan(
+                source, _vocab_words(vocab), False, f, progress, "encode", ranges, part
+            )
         to_vocab = np.append(np.arange(len(vocab), dtype=np.int32), np.int32(-1))
-        return _write_entry(folder, key, source, vocab, id_file, to_vocab, raw, n_kept)
+        return _write_entry(folder, key, source, vocab, id_file, to_vocab, raw, n_kept, part)
     finally:
         Path(id_file).unlink(missing_ok=True)
 
@@ -1514,9 +1527,7 @@ class WordCounts(typing.NamedTuple):
         return cls(lo, hi, long, np.asarray(counts, np.int64).reshape(-1))
 
     def word(self, i: int) -> bytes:
-        if self.lo[i] == 0:
-            return next(w for w, j in self.long.items() if j == i)
-        return np.array([(self.lo[i], self.hi[i])], dtype="<u8,<u8").view("S16")[0]
+        return _word_at(self, i)
 
     def to_bytes(self, header: list[int]) -> bytes:
         """Serialised, after ``header`` (a few int64s the reader gets back)."""
@@ -1819,13 +1830,4 @@ def _encode_slice(source, vocab, ranges, part, cache_dir, progress) -> EncodedCo
     cached = _load_entry(folder, key)
     if cached is not None:
         return cached
-    id_file = _scan_file(folder.parent)
-    try:
-        with open(id_file, "wb") as f:
-            raw, n_kept = _scan(
-                source, _vocab_words(vocab), False, f, progress, "encode", ranges, True
-            )
-        to_vocab = np.append(np.arange(len(vocab), dtype=np.int32), np.int32(-1))
-        return _write_entry(folder, key, source, vocab, id_file, to_vocab, raw, n_kept, True)
-    finally:
-        Path(id_file).unlink(missing_ok=True)
+    return _encode_scan(source, vocab, folder, key, progress, ranges, part=True)

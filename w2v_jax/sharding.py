@@ -722,8 +722,7 @@ def save_sharded(
     """
     path = Path(path)
     for name, table in params.items():
-        spec = tuple(getattr(table.sharding, "spec", ()))
-        if len(spec) > 1 and spec[1] is not None:
+        if _split_axis(table) == 1:
             raise ValueError(
                 f"save_sharded writes row shards; {name} is split by dimensions: write it with "
                 "the trainer's checkpoint (streamed_state and save_checkpoint)"
@@ -892,7 +891,7 @@ def _rows_getter(mesh: Mesh, rows: int) -> Callable:
 
 def _split_axis(x: jax.Array) -> int:
     """0 if ``x`` is split by rows, 1 if by columns (a table of a :class:`Layout`)."""
-    spec = tuple(x.sharding.spec)
+    spec = tuple(getattr(x.sharding, "spec", ()))  # one device's sharding has no spec
     return 1 if len(spec) > 1 and spec[1] is not None else 0
 
 
