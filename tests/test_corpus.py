@@ -6,6 +6,7 @@ import gzip
 import io
 import lzma
 import os
+import subprocess
 import sys
 import urllib.error
 
@@ -132,6 +133,23 @@ def test_named_gensim_corpora_resolve():
     first = next(iter(lee.sentences()))
     assert first[:3] == ["Hundreds", "of", "people"]
     assert resolve_corpus("head500").path.endswith("head500.noblanks.cor")
+
+
+def test_bundled_files_are_found_without_importing_gensim():
+    """Finding gensim's data files must not import gensim (and scipy.stats with it): the
+    README's command would pay that at every start."""
+    pytest.importorskip("gensim")
+    code = """
+import sys
+from w2v_jax import corpus, evaluate
+lee = corpus.resolve_corpus("lee").path
+google = evaluate.resolve_dataset("questions-words.txt")
+print("gensim" in sys.modules, "scipy.stats" in sys.modules)
+from gensim.test.utils import datapath
+print(lee == datapath("lee_background.cor"), google == datapath("questions-words.txt"))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True", "True"]
 
 
 def test_wiki_sample_is_tokenised_once_into_the_cache(tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import importlib.util
 import json
 import lzma
 import math
@@ -268,15 +269,25 @@ def _path_fingerprint(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
+def gensim_data_path(fname: str) -> Path:
+    """Where the installed gensim keeps its test data file ``fname`` (what
+    ``gensim.test.utils.datapath`` returns), found without importing gensim: its import pulls in
+    scipy.stats and takes longer than the rest of a short run's start. ModuleNotFoundError when
+    gensim is not installed; the file itself may be missing."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'gensim'", name="gensim")
+    return Path(spec.submodule_search_locations[0]) / "test" / "test_data" / fname
+
+
 def _gensim_datapath(name: str) -> Path:
     try:
-        from gensim.test.utils import datapath
-    except ImportError:
+        path = gensim_data_path(GENSIM_FILES[name])
+    except ModuleNotFoundError:
         raise ValueError(
             f"corpus {name!r} ships with gensim, which is not installed: pip install gensim, "
             "or pass --corpus PATH"
         ) from None
-    path = Path(datapath(GENSIM_FILES[name]))
     if not path.is_file():
         raise ValueError(
             f"corpus {name!r}: {path.name} is missing from the installed gensim; pass --corpus PATH"

@@ -82,14 +82,15 @@ def resolve_dataset(path_or_name: str | os.PathLike) -> str:
         return p
     name = _ALIASES.get(p, p)
     if name in BUNDLED:
+        from w2v_jax.corpus import gensim_data_path
+
         try:
-            from gensim.test.utils import datapath
-        except ImportError as e:
+            return str(gensim_data_path(name))
+        except ModuleNotFoundError as e:
             raise ImportError(
                 f"the bundled data set {name!r} comes with gensim, which is not installed: "
                 "pip install 'w2v-jax[data]' (or pass a path to your own copy)"
             ) from e
-        return datapath(name)
     raise FileNotFoundError(
         f"no file {p!r}, and it is not a bundled data set name (known: {', '.join(BUNDLED)})"
     )
