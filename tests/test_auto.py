@@ -92,6 +92,8 @@ def test_deterministic_names_its_schedule_and_thread_count():
     )
     assert _choice(deterministic=True, threads=3)[1].endswith("on 3 threads, deterministic")
     assert _choice(threads=3)[1].endswith("on 3 threads, Hogwild")
+    # the reason names the count the run takes: one thread for CBOW unless --threads says
+    assert _choice(deterministic=True, model="cbow")[1].endswith("on 1 thread, deterministic")
     with pytest.raises(ValueError, match="--deterministic runs at most 32 kernel threads"):
         override(Config(), deterministic=True, threads=33)
 
@@ -105,6 +107,9 @@ def test_deterministic_fused_run_records_its_threads_and_its_batch():
     assert mine.train.threads == 3
     cbow = step_lib.device_defaults(override(Config(), deterministic=True, model="cbow"), "fused")
     assert cbow.train.batch_size == step_lib.FUSED_BATCH  # a CBOW example is a whole window
+    assert cbow.train.threads == 1  # the schedule's merge costs CBOW more than a thread gains
+    two = override(Config(), deterministic=True, model="cbow", threads=2)
+    assert step_lib.device_defaults(two, "fused").train.threads == 2
     hogwild = step_lib.device_defaults(Config(), "fused")  # its numbers do not depend on it
     assert (hogwild.train.threads, hogwild.train.batch_size) == (0, step_lib.FUSED_BATCH)
     sparse = step_lib.device_defaults(override(Config(), deterministic=True), "sparse")

@@ -519,19 +519,33 @@ FUSED_BATCH = 16384
 FUSED_DETERMINISTIC_BATCH = 65536
 
 
+def fused_threads(cfg) -> int:
+    """The fused kernel's thread count for ``cfg``: ``--threads`` when given; else every usable
+    core, except one for CBOW under ``--deterministic``. The deterministic schedule merges the
+    rows its threads share at the end of each call, and a CBOW call's windows share most of
+    their input rows, so on 2 cores the schedule trained CBOW slower than one thread at V = 9k
+    and at V = 167k (BENCHMARKS.md)."""
+    from w2v_jax import fused
+
+    t = cfg.train
+    if t.threads:
+        return t.threads
+    if t.deterministic and cfg.model.model == "cbow":
+        return 1
+    return fused.default_num_threads()
+
+
 def device_defaults(cfg, update: str | None = None):
     """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
     are ``None`` (:data:`DEVICE_BATCH`; :data:`FUSED_BATCH` pairs for ``update="fused"``,
     :data:`FUSED_DETERMINISTIC_BATCH` for skip-gram under ``--deterministic``; B rounded up to a
     multiple of ``devices`` and of ``corpus_slices``), and a deterministic fused run's thread
-    count where it is 0 (the usable cores, recorded because its numbers depend on it). Values the
-    config gives are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train` calls it
-    once, when the step is chosen."""
+    count where it is 0 (:func:`fused_threads`, recorded because its numbers depend on it).
+    Values the config gives are kept (on ``--resume``, the checkpoint's). :func:`w2v_jax.train`
+    calls it once, when the step is chosen."""
     t = cfg.train
     if update == "fused" and t.deterministic and t.threads == 0:
-        from w2v_jax import fused
-
-        cfg = override(cfg, threads=fused.default_num_threads())
+        cfg = override(cfg, threads=fused_threads(cfg))
         t = cfg.train
     if t.batch_size is not None and t.steps_per_call is not None:
         return cfg
@@ -576,7 +590,7 @@ def choose_update(
     why = fused.unsupported(objective, inputs, tx)
     if why is not None:
         return "sparse", why
-    threads = cfg.train.threads or fused.default_num_threads()
+    threads = fused_threads(cfg)
     plural = "thread" if threads == 1 else "threads"
     how = "deterministic" if threads == 1 or cfg.train.deterministic else "Hogwild"
     how = f"{threads} {plural}, {how}"
