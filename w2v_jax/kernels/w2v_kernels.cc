@@ -110,6 +110,27 @@ inline void axpy(float a, const float* __restrict x, float* __restrict y, int64_
   for (int64_t j = 0; j < d; ++j) y[j] += a * x[j];
 }
 
+// h = rows[0] + rows[1] + ... (in that order), times 1/n if `mean`: one pass over the dims with
+// h in registers, the same additions per element as copying rows[0] and adding each further
+// row with axpy(1, ., h) (an FMA by 1 rounds as the plain addition does), so the same bits.
+inline void sum_rows(const float* const* rows, int n, int64_t d, bool mean, float* h) {
+  const float inv = 1.0f / static_cast<float>(n);
+  int64_t j = 0;
+#ifdef W2V_AVX2
+  const __m256 iv = _mm256_set1_ps(inv);
+  for (; j + 8 <= d; j += 8) {
+    __m256 s = _mm256_loadu_ps(rows[0] + j);
+    for (int t = 1; t < n; ++t) s = _mm256_add_ps(s, _mm256_loadu_ps(rows[t] + j));
+    _mm256_storeu_ps(h + j, mean ? _mm256_mul_ps(s, iv) : s);
+  }
+#endif
+  for (; j < d; ++j) {
+    float s = rows[0][j];
+    for (int t = 1; t < n; ++t) s += rows[t][j];
+    h[j] = mean ? s * inv : s;
+  }
+}
+
 #ifndef W2V_PREFETCH_PAIRS
 #define W2V_PREFETCH_PAIRS 4
 #endif
@@ -579,6 +600,7 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
   const int64_t max_t8 = (max_t + 7) / 8 * 8;  // 8-wide loads/stores past the last target
   std::vector<float> hbuf(d), neu1e(d), fu(max_t8), gsum(max_t8);
   std::vector<float*> urows(max_t);
+  std::vector<const float*> inrows(std::max<int64_t>(in.max_in(), 1));
   std::vector<int32_t> uid(max_t);
   std::vector<int> slot(max_t);
 
@@ -638,13 +660,8 @@ void run_range(int64_t lo, int64_t hi, const In& in, const Tgt& tg, const Common
     // h: skip-gram reads its input row in place; CBOW sums (or averages) into hbuf.
     const float* h = in_row0;
     if (n_in > 1) {
-      std::memcpy(hbuf.data(), in_row0, d * sizeof(float));
-      for (int j = 1; j < n_in; ++j)
-        axpy(1.0f, inr.row(cur.in_ids[j]), hbuf.data(), d);
-      if (cm.cbow_mean) {
-        const float inv = 1.0f / static_cast<float>(n_in);
-        for (int64_t j = 0; j < d; ++j) hbuf[j] *= inv;
-      }
+      for (int j = 0; j < n_in; ++j) inrows[j] = inr.row(cur.in_ids[j]);
+      sum_rows(inrows.data(), n_in, d, cm.cbow_mean, hbuf.data());
       h = hbuf.data();
     }
 
