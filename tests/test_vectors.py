@@ -1,10 +1,12 @@
 """Tests `../w2v_jax/vectors.py`: lookup, most_similar against gensim, word2vec files both ways."""
 
+import re
 import struct
 
 import numpy as np
 import pytest
 
+from w2v_jax import vectors as vectors_mod
 from w2v_jax.vectors import Vectors, from_tables, load_vectors, load_word2vec_format
 
 gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
@@ -118,6 +120,29 @@ def test_binary_bytes_are_word2vec_c(tmp_path):
         + b"\n"
     )
     assert data == expected
+
+
+def test_binary_bytes_across_write_blocks(tmp_path):
+    """The writer joins its records in blocks of words: a table of several blocks (and a
+    float64 one, written as float32) gives word2vec.c's bytes record by record."""
+    n = 2 * vectors_mod._WRITE_BLOCK + 3
+    words = [f"w{i}" if i % 7 else f"wörd{i}" for i in range(n)]
+    table = np.random.default_rng(0).standard_normal((n, 3))
+    path = tmp_path / "v.bin"
+    Vectors(words, table).save_word2vec_format(path, binary=True)
+    rows = table.astype("<f4")
+    expected = f"{n} 3\n".encode() + b"".join(
+        w.encode() + b" " + rows[i].tobytes() + b"\n" for i, w in enumerate(words)
+    )
+    assert path.read_bytes() == expected
+
+
+@pytest.mark.parametrize("word", ["", "a b", "tab\there", "nb\u00a0sp", "line\n"])
+def test_unwritable_words_are_named(tmp_path, word):
+    vec = Vectors(("fine", word, "also"), np.ones((3, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=f"word {re.escape(repr(word))} cannot be written"):
+        vec.save_word2vec_format(tmp_path / "v.bin", binary=True)
+    assert not (tmp_path / "v.bin").exists()
 
 
 def test_text_lines(tmp_path):
