@@ -51,6 +51,7 @@ def test_matrix_is_a_frozen_copy():
     "words, shape, match",
     [
         (("a", "a"), (2, 3), "duplicate word 'a'"),
+        (("a", "b", "c", "b"), (4, 3), "duplicate word 'b' at rows 1 and 3"),
         (("a", "b"), (3, 3), "2 words but matrix has 3 rows"),
         (("a", "b"), (2,), r"matrix must be \[V, D\]"),
     ],
@@ -58,6 +59,14 @@ def test_matrix_is_a_frozen_copy():
 def test_bad_construction_fails_clearly(words, shape, match):
     with pytest.raises(ValueError, match=match):
         Vectors(words, np.zeros(shape, dtype=np.float32))
+
+
+def test_words_that_are_not_str_are_named():
+    with pytest.raises(TypeError, match="words must be str, got int at row 1"):
+        Vectors(("a", 3), np.zeros((2, 3), dtype=np.float32))
+    # a str subclass (numpy's, from a numpy array of words) is a word
+    vec = Vectors(tuple(np.array(["a", "b"])), np.zeros((2, 3), dtype=np.float32))
+    assert vec.index == {"a": 0, "b": 1}
 
 
 def test_normalized_is_unit_and_keeps_zero_rows():

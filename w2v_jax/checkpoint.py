@@ -65,6 +65,10 @@ class ArrayBlocks:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
+# Leaf types that hold no array: a list of only these is copied as it is.
+_PLAIN = {str, int, float, bool, type(None)}
+
+
 def _split(tree: Any, arrays: list) -> Any:
     """The head of ``tree``: each array moved to ``arrays`` and replaced by a reference."""
     if isinstance(tree, ArrayBlocks):
@@ -73,6 +77,8 @@ def _split(tree: Any, arrays: list) -> Any:
     if isinstance(tree, dict):
         return {k: _split(v, arrays) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
+        if set(map(type, tree)) <= _PLAIN:  # a vocabulary's words: nothing to look into
+            return list(tree)
         return [_split(v, arrays) for v in tree]
     if isinstance(tree, np.ndarray) or hasattr(tree, "__array__") and hasattr(tree, "shape"):
         a = np.asarray(tree)  # a jax array on CPU: a view of its buffer, not a copy

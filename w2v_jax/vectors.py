@@ -73,13 +73,12 @@ class Vectors:
             raise ValueError(f"matrix must be [V, D], got shape {m.shape}")
         if m.shape[0] != len(words):
             raise ValueError(f"{len(words)} words but matrix has {m.shape[0]} rows")
-        index: dict[str, int] = {}
-        for i, w in enumerate(words):
-            if not isinstance(w, str):
-                raise TypeError(f"words must be str, got {type(w).__name__} at row {i}")
-            if w in index:
-                raise ValueError(f"duplicate word {w!r} at rows {index[w]} and {i}")
-            index[w] = i
+        # C loops (a vocabulary can hold millions of words); the slow look names the culprit
+        if not all(issubclass(t, str) for t in set(map(type, words))):
+            _name_bad_word(words)
+        index = dict(zip(words, range(len(words)), strict=True))
+        if len(index) != len(words):
+            _name_bad_word(words)
         m.setflags(write=False)
         object.__setattr__(self, "words", words)
         object.__setattr__(self, "matrix", m)
@@ -246,6 +245,17 @@ def _as_list(x: Any) -> list:
     if isinstance(x, (str, np.ndarray)):
         return [x]
     return list(x)
+
+
+def _name_bad_word(words: Sequence[Any]) -> None:
+    """Raises for the first word of ``words`` that is not a str or repeats an earlier one."""
+    seen: dict[str, int] = {}
+    for i, w in enumerate(words):
+        if not isinstance(w, str):
+            raise TypeError(f"words must be str, got {type(w).__name__} at row {i}")
+        if w in seen:
+            raise ValueError(f"duplicate word {w!r} at rows {seen[w]} and {i}")
+        seen[w] = i
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
