@@ -18,6 +18,9 @@ final run (about 15 minutes on 2 cores; run it on a quiet machine):
     python bench/vs_gensim.py --end-to-end --variants sg-ns --repeats 3 --update auto \
         --gensim-input corpus_file
     # smoke test (about 1 minute): --corpus lee --epochs 1 --repeats 1 --variants sg-ns
+    # how each of our phases grows with the corpus, the vocabulary held fixed (zipf:TOKENS:TYPES)
+    python bench/vs_gensim.py --end-to-end --systems w2v_jax --corpus zipf:10000000:100000 \
+        --min-count 1 --epochs 1 --no-eval --repeats 1 --update auto   # then zipf:50000000:100000
 
 w2v_jax's phases are read from outside the process: startup = until the first stderr line
 ("update: ..."); prepare (read, count, encode, fingerprint, init) = until training began
@@ -306,11 +309,15 @@ def end_to_end(args) -> int:
         flush=True,
     )
     runs = {"gensim": e2e_gensim, "w2v_jax": e2e_ours}
+    systems = [x for x in runs if x in args.systems.split(",")]
+    if not systems:
+        raise SystemExit(f"--systems names none of {', '.join(runs)}: {args.systems!r}")
+    runs = {x: runs[x] for x in systems}
     rows = []
     with tempfile.TemporaryDirectory(prefix="w2v_e2e_") as tmp:
         for variant in args.variants.split(","):
             model, loss = VARIANTS[variant]
-            per = {"gensim": [], "w2v_jax": []}
+            per = {system: [] for system in runs}
             for r in range(args.repeats):
                 seed = r + 1
                 for system, fn in runs.items():
@@ -342,13 +349,15 @@ def end_to_end(args) -> int:
     print("|" + " --- |" * (len(head) + 2))
     for variant, per in rows:
         med = {s: {k: statistics.median(o[k] for o in per[s]) for k in per[s][0]} for s in per}
-        for system in ("gensim", "w2v_jax"):
+        for system in runs:
             o = med[system]
             extra = [k for k in o if k.endswith("encode") or k == "count"]  # stderr passes
             phases = ", ".join(f"{k} {o[k]:.2f}" for k in cols[system] + extra)
             cells = [phases, f"{o['total']:.2f}", f"{o['words_per_sec'] / 1e3:,.0f}k"]
             cells += [f"{o['peak_rss_mb']:,.0f}"] + [f"{o[k]:.3f}" for k in quality]
             print(f"| {variant} | {system} | " + " | ".join(cells) + " |")
+        if len(runs) < 2:
+            continue
         g, w = med["gensim"], med["w2v_jax"]
         ratio = [  # seconds as gensim/w2v_jax (> 1: w2v_jax faster), the rest w2v_jax/gensim
             f"train {g['train'] / w['train']:.2f}x",
@@ -408,18 +417,19 @@ def main(argv=None) -> int:
         help="whole runs in subprocesses: phases, peak memory, quality (see the docstring)",
     )
     p.add_argument(
+        "--systems",
+        default="gensim,w2v_jax",
+        help="--end-to-end: which systems to run (e.g. w2v_jax alone, to see how each of its "
+        "phases grows with the corpus); the ratio row needs both",
+    )
+    p.add_argument(
         "--gensim-input",
         default="iterator",
         choices=("iterator", "corpus_file"),
         help="--end-to-end: gensim reads LineSentence(path) or Word2Vec(corpus_file=path)",
     )
     args = p.parse_args(argv)
-    if args.end_to_end:
-        return end_to_end(args)
-
     from w2v_jax import corpus as corpus_lib
-    from w2v_jax.config import DataConfig
-    from w2v_jax.vocab import build_vocab
 
     name = args.corpus
     if name.startswith("zipf:"):
@@ -428,6 +438,11 @@ def main(argv=None) -> int:
         cache.mkdir(parents=True, exist_ok=True)
         stem = f"zipf_{tokens}" if types == 50_000 else f"zipf_{tokens}_{types}"
         name = str(zipf_corpus(cache / f"{stem}.txt", tokens, types))
+    if args.end_to_end:
+        return end_to_end(argparse.Namespace(**{**vars(args), "corpus": name}))
+
+    from w2v_jax.config import DataConfig
+    from w2v_jax.vocab import build_vocab
     source = corpus_lib.resolve_corpus(name)
     sentences = list(source.sentences())
     raw_words = sum(len(s) for s in sentences)

@@ -13,6 +13,7 @@ from w2v_jax.sampling import (
     keep_probs,
     noise_distribution,
     sample_negatives,
+    vose_alias,
 )
 
 _draw = jax.jit(lambda t, k: sample_negatives(t, k, (4000, 25)))  # one compile per table shape
@@ -66,6 +67,33 @@ def test_alias_table_encodes_the_distribution_exactly(alpha):
     np.testing.assert_allclose(implied / v, noise_distribution(counts, alpha), atol=1e-7)
     assert table.prob.dtype == np.float32 and table.alias.dtype == np.int32
     assert table.kind == "alias"
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        np.random.default_rng(3).integers(1, 10_000, size=997),
+        np.sort(np.random.default_rng(4).zipf(1.3, size=50_000))[::-1],  # a real vocabulary's
+        np.full(64, 7),  # every q exactly 1: nothing is paired
+        np.array([10**9, 1, 1, 1]),  # one word takes nearly all
+        np.array([3]),
+    ],
+    ids=["random", "zipf", "uniform", "skewed", "one"],
+)
+def test_alias_loop_in_cpp_gives_the_same_table(counts):
+    """The C++ copy of Vose's loop (used once the kernels are loaded) must give the Python
+    loop's table bit for bit: the default run's negatives, hence its vectors, depend on it."""
+    from w2v_jax import fused
+
+    if not fused.fused_available():
+        pytest.skip(f"fused kernels unavailable: {fused.unavailable_reason()}")
+    p = noise_distribution(counts, 0.75)
+    native = vose_alias(p)
+    python = vose_alias(p, native=False)
+    assert fused.vose_alias_loaded(p * p.shape[0]) is not None  # the C++ loop did run
+    np.testing.assert_array_equal(native[0], python[0])
+    np.testing.assert_array_equal(native[1], python[1])
+    assert native[0].dtype == np.float64 and native[1].dtype == np.int64
 
 
 def test_unigram_table_slots_follow_the_distribution():

@@ -63,6 +63,7 @@ __all__ = [
     "sgns_update_sampled",
     "unavailable_reason",
     "unsupported",
+    "vose_alias_loaded",
 ]
 
 SOURCE = Path(__file__).with_name("kernels") / "w2v_kernels.cc"
@@ -204,6 +205,13 @@ def _load() -> ctypes.CDLL:
                 ctypes.c_void_p,
                 ctypes.c_void_p,
             ]
+            lib.w2v_vose_alias.restype = None
+            lib.w2v_vose_alias.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
         except Exception as e:  # noqa: BLE001 - any failure means "use the fallback"
             _state["error"] = f"{type(e).__name__}: {e}"
             raise RuntimeError(_state["error"]) from e
@@ -262,6 +270,20 @@ def alias_table(weights) -> tuple[np.ndarray, np.ndarray]:
     rc = lib.w2v_build_alias(w.ctypes.data, w.size, prob.ctypes.data, alias.ctypes.data)
     if rc != 0:
         raise ValueError("alias_table: invalid weights")
+    return prob, alias
+
+
+def vose_alias_loaded(q: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`w2v_jax.sampling.vose_alias`'s loop in C++, the same operations so the same bits
+    (``q`` [V] float64 -> prob [V] float64, alias [V] int64), if the kernel library is already
+    loaded; else None, since building it only for this would cost more than it saves."""
+    lib = _state.get("lib")
+    if lib is None:
+        return None
+    q = np.ascontiguousarray(q, dtype=np.float64)
+    prob = np.empty(q.size, np.float64)
+    alias = np.empty(q.size, np.int64)
+    lib.w2v_vose_alias(q.ctypes.data, q.size, prob.ctypes.data, alias.ctypes.data)
     return prob, alias
 
 

@@ -140,10 +140,20 @@ class NoiseTable(NamedTuple):
         return "table" if self.table.shape[0] > 0 else "alias"
 
 
-def _vose_alias(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vose's alias method: prob [V] float64, alias [V] int64 (O(V), float64 bookkeeping)."""
+def vose_alias(p: np.ndarray, *, native: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's alias method: prob [V] float64, alias [V] int64 (O(V), float64 bookkeeping).
+
+    The loop runs in C++ (:func:`w2v_jax.fused.vose_alias_loaded`, the same operations, so the
+    same table) when ``native`` and the kernel library is loaded, as it is in a fused run.
+    """
     v = p.shape[0]
     q = p * v
+    if native:
+        from w2v_jax import fused
+
+        out = fused.vose_alias_loaded(q)
+        if out is not None:
+            return out
     prob = np.ones(v, dtype=np.float64)
     alias = np.arange(v, dtype=np.int64)
     small = np.flatnonzero(q < 1.0).tolist()
@@ -192,7 +202,7 @@ def build_noise_table(
         if table_size < 1:
             raise ValueError(f"table_size must be >= 1, got {table_size}")
         return NoiseTable(prob=empty_f, alias=empty_i, table=_unigram_table(p, table_size))
-    prob, alias = _vose_alias(p)
+    prob, alias = vose_alias(p)
     return NoiseTable(prob=prob.astype(np.float32), alias=alias.astype(np.int32), table=empty_i)
 
 
