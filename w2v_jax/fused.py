@@ -198,13 +198,6 @@ def _load() -> ctypes.CDLL:
                 jax.ffi.register_ffi_target(
                     target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
                 )
-            lib.w2v_build_alias.restype = ctypes.c_int
-            lib.w2v_build_alias.argtypes = [
-                ctypes.c_void_p,
-                ctypes.c_int64,
-                ctypes.c_void_p,
-                ctypes.c_void_p,
-            ]
             lib.w2v_vose_alias.restype = None
             lib.w2v_vose_alias.argtypes = [
                 ctypes.c_void_p,
@@ -264,13 +257,8 @@ def alias_table(weights) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"alias_table needs 1 <= V < 2**31 weights, got {w.size}")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
         raise ValueError("alias_table weights must be finite, >= 0, with a positive sum")
-    prob = np.empty(w.size, np.float32)
-    alias = np.empty(w.size, np.int32)
-    lib = _load()
-    rc = lib.w2v_build_alias(w.ctypes.data, w.size, prob.ctypes.data, alias.ctypes.data)
-    if rc != 0:
-        raise ValueError("alias_table: invalid weights")
-    return prob, alias
+    prob, alias = _vose_alias(_load(), w / w.sum() * w.size)
+    return prob.astype(np.float32), alias.astype(np.int32)
 
 
 def vose_alias_loaded(q: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -278,8 +266,10 @@ def vose_alias_loaded(q: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     (``q`` [V] float64 -> prob [V] float64, alias [V] int64), if the kernel library is already
     loaded; else None, since building it only for this would cost more than it saves."""
     lib = _state.get("lib")
-    if lib is None:
-        return None
+    return None if lib is None else _vose_alias(lib, q)
+
+
+def _vose_alias(lib: ctypes.CDLL, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     q = np.ascontiguousarray(q, dtype=np.float64)
     prob = np.empty(q.size, np.float64)
     alias = np.empty(q.size, np.int64)

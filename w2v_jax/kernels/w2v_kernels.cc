@@ -1498,51 +1498,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(W2vCbowHsUpdate, CbowHsUpdateImpl,
                                   .Ret<F32R2>()
                                   .Ret<F32R1>());
 
-// Plain C helper (ctypes): Vose's alias method. weights [n] >= 0 with a positive finite sum.
-// Returns 0 on success, -1 on invalid weights.
-extern "C" int w2v_build_alias(const double* weights, int64_t n, float* prob, int32_t* alias) {
-  if (n <= 0) return -1;
-  double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!(weights[i] >= 0.0) || !std::isfinite(weights[i])) return -1;
-    total += weights[i];
-  }
-  if (!(total > 0.0) || !std::isfinite(total)) return -1;
-  std::vector<double> scaled(n);
-  std::vector<int64_t> small, large;
-  small.reserve(n);
-  large.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    scaled[i] = weights[i] * static_cast<double>(n) / total;
-    (scaled[i] < 1.0 ? small : large).push_back(i);
-  }
-  while (!small.empty() && !large.empty()) {
-    const int64_t s = small.back(), g = large.back();
-    small.pop_back();
-    prob[s] = static_cast<float>(scaled[s]);
-    alias[s] = static_cast<int32_t>(g);
-    scaled[g] = (scaled[g] + scaled[s]) - 1.0;
-    if (scaled[g] < 1.0) {
-      large.pop_back();
-      small.push_back(g);
-    }
-  }
-  // Leftovers are 1 up to rounding.
-  for (int64_t g : large) {
-    prob[g] = 1.0f;
-    alias[g] = static_cast<int32_t>(g);
-  }
-  for (int64_t s : small) {
-    prob[s] = 1.0f;
-    alias[s] = static_cast<int32_t>(s);
-  }
-  return 0;
-}
-
-// Plain C helper (ctypes): sampling._vose_alias's loop, operation for operation, so the same
-// table bit for bit (a Python loop over V takes about a second at V = 1e6). q [n] = p * n for the
-// noise distribution p; prob [n] float64 and alias [n] int64 come back as that function leaves
-// them: paired entries get (q at pairing time, the large entry), leftovers keep (1, themselves).
+// Plain C helper (ctypes): Vose's alias method, sampling.vose_alias's loop operation for
+// operation, so the same table bit for bit (the Python loop takes about a second at V = 1e6).
+// q [n] = p * n for a distribution p; prob [n] float64 and alias [n] int64 come back as that
+// function leaves them: paired entries get (q at pairing time, the large entry), the leftovers
+// (1 up to rounding) keep (1, themselves).
 extern "C" void w2v_vose_alias(const double* q_in, int64_t n, double* prob, int64_t* alias) {
   std::vector<double> q(q_in, q_in + n);
   std::vector<int64_t> small, large;
