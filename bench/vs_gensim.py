@@ -443,6 +443,7 @@ def main(argv=None) -> int:
 
     from w2v_jax.config import DataConfig
     from w2v_jax.vocab import build_vocab
+
     source = corpus_lib.resolve_corpus(name)
     sentences = list(source.sentences())
     raw_words = sum(len(s) for s in sentences)
