@@ -207,7 +207,7 @@ def iter_sentences(
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
             raise _corrupt(file, e) from None
     if n_tokens == 0:
-        raise ValueError(f"--corpus {root}: empty corpus (no tokens); pass a non-empty text corpus")
+        raise _empty_corpus(root)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -641,6 +641,11 @@ def progress_printer(every_s: float = 5.0, file=None) -> Callable[[ReadProgress]
     return show
 
 
+def _empty_corpus(path) -> ValueError:
+    """The error of a corpus without a token, the same sentence wherever it is found."""
+    return ValueError(f"--corpus {path}: empty corpus (no tokens); pass a non-empty text corpus")
+
+
 def _corrupt(file: Path, e: BaseException) -> ValueError:
     kind = _COMPRESSED.get(file.suffix.lower())
     if kind is None:
@@ -991,9 +996,7 @@ def _scan(
         raw_parts.append(_sentence_lengths(np.array([carry]), source.max_sentence_len))
         done_bytes += read
     if tokens == 0 and not allow_empty:
-        raise ValueError(
-            f"--corpus {source.path}: empty corpus (no tokens); pass a non-empty text corpus"
-        )
+        raise _empty_corpus(source.path)
     if progress is not None:
         progress(
             ReadProgress(phase, tokens, total_bytes, total_bytes, time.perf_counter() - t0, True)
@@ -1036,9 +1039,7 @@ def _byte_sentences(
         seconds = time.perf_counter() - t0
         progress(ReadProgress("count", n_tokens, total_bytes, total_bytes, seconds, True))
     if n_tokens == 0:
-        raise ValueError(
-            f"--corpus {source.path}: empty corpus (no tokens); pass a non-empty text corpus"
-        )
+        raise _empty_corpus(source.path)
 
 
 def _entry_folder(
@@ -1819,9 +1820,7 @@ def _count_slices(source, cfg, ranges, read, share, cache_dir, progress, out) ->
         pieces, headers = zip(*(WordCounts.from_bytes(d) for d in shared), strict=True)
         all_tokens = sum(h[1] for h in headers)
         if all_tokens == 0:
-            raise ValueError(
-                f"--corpus {source.path}: empty corpus (no tokens); pass a non-empty text corpus"
-            )
+            raise _empty_corpus(source.path)
         me = [h[0] for h in headers].index(read.start)
         vocab, packed = _merged_vocab(list(pieces), me, share, all_tokens, cfg)
         to_local = np.append(_vocab_ids(packed, pieces[me]), np.int32(-1))  # scan id -> vocab id
