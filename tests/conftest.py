@@ -22,3 +22,13 @@ os.environ.setdefault("W2V_JAX_CACHE", tempfile.mkdtemp(prefix="w2v_jax_test_cac
 # The CLI turns on JAX's persistent compilation cache, a process-wide setting: off for the
 # in-process CLI calls of the suite; test_cli checks the cache in subprocesses of its own.
 os.environ.setdefault("W2V_JAX_XLA_CACHE", "off")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A cache folder ($W2V_JAX_CACHE) of the test's own, empty at its start: for tests that
+    count what gets cached or read."""
+    monkeypatch.setenv("W2V_JAX_CACHE", str(tmp_path / "cache"))

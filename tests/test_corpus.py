@@ -24,10 +24,7 @@ from w2v_jax.corpus import (
 )
 from w2v_jax.vocab import build_vocab
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("W2V_JAX_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("fresh_cache")  # conftest.py
 
 
 def _small_blocks(monkeypatch, size):

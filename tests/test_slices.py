@@ -23,10 +23,7 @@ from w2v_jax.corpus import (
     splits_by_bytes,
 )
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("W2V_JAX_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("fresh_cache")  # conftest.py
 
 
 def _text(rng, n_lines, n_words=40):
