@@ -859,6 +859,49 @@ def test_deterministic_sampled_draws_the_same_negatives_and_repeats_bit_for_bit(
             np.testing.assert_array_equal(x, y)
 
 
+def test_concurrent_callers_and_changing_thread_counts_give_the_same_bits():
+    """The kernels' worker threads outlive a call and serve one call at a time; callers that
+    overlap (XLA threads, simulated devices) or change the thread count get the numbers a lone
+    call gives. The deterministic schedule makes those numbers exact for any timing."""
+    import threading
+
+    rng = np.random.default_rng(29)
+    v, d, b, k = 40, 8, 3000, 5
+    cv, ov = _tables(rng, v, d)
+    args = (
+        jnp.asarray(rng.integers(0, v, b).astype(I32)),
+        jnp.asarray(rng.integers(0, v, b).astype(I32)),
+        jnp.asarray(rng.integers(0, v, (b, k)).astype(I32)),
+        jnp.ones(b, jnp.float32),
+        0.05,
+    )
+
+    def call(t):
+        out = fused.sgns_update(
+            jnp.asarray(cv), jnp.asarray(ov), *args, num_threads=t, deterministic=True
+        )
+        return [np.asarray(x) for x in out]
+
+    alone = {t: call(t) for t in (2, 3, 4)}
+    got: dict[tuple[int, int], list] = {}
+
+    def worker(i):
+        for r in range(4):
+            t = 2 + (i + r) % 3
+            got[(i, r)] = (t, call(t))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+        assert not th.is_alive(), "a kernel call did not return"
+    assert len(got) == 12
+    for t, out in got.values():
+        for x, y in zip(alone[t], out, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
 def test_deterministic_rejects_a_bad_alias_entry():
     rng = np.random.default_rng(24)
     v, d, b = 20, 4, 512

@@ -506,9 +506,10 @@ def _platform() -> str:
 # is not yet measured (bench/gpu.sh is the check; no GPU has been lent to this project).
 DEVICE_BATCH = {"cpu": (4096, 8), "gpu": (16384, 16)}
 # The fused kernel applies its pairs one after another, so its batch is only how many pairs one
-# call hands it, not a synchronous step. On several threads each call pays a start-up (the second
-# thread waiting for a core, about half a millisecond here): 16384 pairs per call trained the
-# default corpus 16% faster than 4096 on 2 threads, at equal quality (BENCHMARKS.md).
+# call hands it, not a synchronous step. On several threads each call pays a start and an end
+# (waking the workers, waiting for the last chunk, XLA's scan step between calls): 16384 pairs
+# per call trained the default corpus 10-16% faster than 4096 on 2 threads, at equal quality
+# (BENCHMARKS.md).
 FUSED_BATCH = 16384
 # Under --deterministic the kernel's threads take fixed ranges of each call and merge the rows
 # they share at its end (w2v_kernels.cc), a cost per call that grows with the rows shared (about

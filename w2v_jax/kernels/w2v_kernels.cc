@@ -36,8 +36,8 @@
 // computed with a stable log-sigmoid; 0 where mask_i == 0 (those pairs are skipped entirely).
 // The loss is not multiplied by mask_i.
 //
-// Threads: T std::threads (the caller's included) take contiguous chunks of ~B/(8T) pairs from a
-// shared counter and update the tables Hogwild style like word2vec.c and gensim: when two
+// Threads: T threads (the caller and T - 1 of the process's persistent workers, see WorkerPool)
+// take contiguous chunks of ~B/(8T) pairs from a shared counter and update the tables Hogwild style like word2vec.c and gensim: when two
 // threads touch the same row the updates race (lost or mixed float updates are accepted), so
 // T > 1 is not deterministic. The exception for HS are the 64 Huffman nodes nearest the root,
 // which each thread updates in a private copy that is averaged back at the end of the call
@@ -54,14 +54,19 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <pthread.h>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -719,6 +724,118 @@ inline int64_t effective_threads(int64_t n, int64_t threads, int64_t min_chunk) 
   return std::min<int64_t>(threads, std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1)));
 }
 
+// Worker threads that live as long as the process. Every multi-thread call used to start its
+// threads anew, and Linux places a new thread on its parent's core: on a 2-core machine the
+// second thread often waited milliseconds behind its parent while the other core sat idle
+// (`perf sched timehist`; BENCHMARKS.md). A worker that sleeps between calls wakes on an idle
+// core instead. Workers spin for kSpinMicros after a call before they sleep, since the next call
+// usually follows within microseconds (the next step of XLA's scan). One call uses the pool at
+// a time; a call that finds it busy (another XLA thread, e.g. a second simulated device) says so
+// and its caller starts threads of its own as before. Which thread runs which share of a call
+// changes no result: the deterministic schedule fixes its ranges by worker index.
+constexpr int64_t kSpinMicros = 200;
+
+class WorkerPool {
+ public:
+  using Fn = std::function<void(int64_t)>;
+
+  // Runs fn(w) for w = 0..n-1 at the same time, w = 0 on the calling thread, and returns true
+  // once all have returned; returns false without running anything if the pool is in use or
+  // cannot start n - 1 workers.
+  bool run(int64_t n, const Fn& fn) {
+    if (n <= 1) {
+      if (n == 1) fn(0);
+      return true;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (busy_) return false;
+      try {
+        while (static_cast<int64_t>(threads_.size()) < n - 1) {
+          const int64_t w = static_cast<int64_t>(threads_.size()) + 1;
+          threads_.emplace_back([this, w] { loop(w); });
+        }
+      } catch (...) {
+        return false;
+      }
+      busy_ = true;
+      fn_ = &fn;
+      want_ = n;
+      left_.store(n - 1, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    fn(0);
+    if (!spin_until([&] { return left_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_.wait(lock, [&] { return left_.load(std::memory_order_acquire) == 0; });
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ = false;
+    return true;
+  }
+
+ private:
+  template <class Pred>
+  static bool spin_until(Pred&& ready) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+    for (int i = 0;; ++i) {
+      if (ready()) return true;
+#ifdef W2V_AVX2
+      _mm_pause();
+#endif
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return false;
+    }
+  }
+
+  void loop(int64_t w) {
+    uint64_t seen = 0;
+    for (;;) {
+      if (!spin_until([&] { return gen_.load(std::memory_order_acquire) != seen; })) {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+      }
+      // One consistent view of the call (its fields change only under the lock).
+      const Fn* fn;
+      bool mine;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        seen = gen_.load(std::memory_order_relaxed);
+        fn = fn_;
+        mine = busy_ && w < want_;
+      }
+      if (!mine) continue;
+      (*fn)(w);
+      if (left_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mu_);
+        done_.notify_one();
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> threads_;  // never joined: the workers end with the process
+  std::atomic<uint64_t> gen_{0};      // one more per call
+  std::atomic<int64_t> left_{0};      // workers of the current call still running
+  const Fn* fn_ = nullptr;
+  int64_t want_ = 0;
+  bool busy_ = false;
+};
+
+// The process's pool. A child forked from a process with workers has none of their threads:
+// it gets a fresh pool (the parent's object is left behind, never destroyed, since destroying
+// an unjoined std::thread ends the process).
+WorkerPool*& pool_slot() {
+  static WorkerPool* pool = [] {
+    pthread_atfork(nullptr, nullptr, [] { pool_slot() = new WorkerPool(); });
+    return new WorkerPool();
+  }();
+  return pool;
+}
+
+WorkerPool& worker_pool() { return *pool_slot(); }
+
 // Run fn(worker, lo, hi) over [0, n) on effective_threads(n, threads, min_chunk) threads (the
 // calling one is worker 0). The threads pull contiguous chunks of about n / (8 T) items from a
 // shared counter instead of owning one fixed range each, so a thread that the OS deschedules
@@ -733,13 +850,14 @@ void parallel_chunks(int64_t n, int64_t threads, int64_t min_chunk, Fn&& fn) {
   }
   const int64_t chunk = std::max<int64_t>(min_chunk, n / (threads * 8));
   std::atomic<int64_t> next{0};
-  auto worker = [&](int64_t w) {
+  const WorkerPool::Fn worker = [&](int64_t w) {
     for (;;) {
       const int64_t lo = next.fetch_add(chunk, std::memory_order_relaxed);
       if (lo >= n) break;
       fn(w, lo, std::min(n, lo + chunk));
     }
   };
+  if (worker_pool().run(threads, worker)) return;
   std::vector<std::thread> pool;
   pool.reserve(threads - 1);
   for (int64_t t = 1; t < threads; ++t) {
@@ -1014,16 +1132,19 @@ class Barrier {
 // caller runs every (p, w) itself in that order, which gives the same result.
 template <class Step>
 void run_phases(int64_t t, int n_phases, Step&& step) {
-  std::atomic<int> go{0};  // 1: run, -1: the caller does everything
   Barrier barrier(t);
-  auto worker = [&](int64_t w) {
-    int g;
-    while ((g = go.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
-    if (g < 0) return;
+  auto phases = [&](int64_t w) {
     for (int p = 0; p < n_phases; ++p) {
       step(p, w);
       if (p + 1 < n_phases) barrier.wait();
     }
+  };
+  if (worker_pool().run(t, phases)) return;
+  std::atomic<int> go{0};  // 1: run, -1: the caller does everything
+  auto worker = [&](int64_t w) {
+    int g;
+    while ((g = go.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
+    if (g > 0) phases(w);
   };
   std::vector<std::thread> pool;
   pool.reserve(t - 1);
