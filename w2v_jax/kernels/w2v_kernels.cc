@@ -243,7 +243,7 @@ constexpr int kMadvCollapse = 25;  // linux/mman.h; glibc headers before 2.37 la
 #endif
 
 void advise_huge_pages(const void* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(W2V_NO_HUGE_PAGES)
   const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1);
   const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) &
                        ~(kHugePage - 1);
