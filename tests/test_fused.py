@@ -77,6 +77,16 @@ def _ns_pairs(center, context, negatives):
     ]
 
 
+def _random_batch(rng, v, b, k):
+    """(center [B], context [B], negatives [B, K], mask [B] of ones): uniform ids below v."""
+    return (
+        jnp.asarray(rng.integers(0, v, b).astype(I32)),
+        jnp.asarray(rng.integers(0, v, b).astype(I32)),
+        jnp.asarray(rng.integers(0, v, (b, k)).astype(I32)),
+        jnp.ones(b, jnp.float32),
+    )
+
+
 def _sgns(*args, jit=False, **kw):
     fn = partial(fused.sgns_update, **kw)
     return (jax.jit(fn) if jit else fn)(*args)
@@ -208,13 +218,7 @@ def test_compute_loss_false_gives_same_update_and_zero_loss():
     rng = np.random.default_rng(3)
     v, d, b, k = 30, 8, 16, 5
     cv, ov = _tables(rng, v, d)
-    args = [
-        jnp.asarray(rng.integers(0, v, b).astype(I32)),
-        jnp.asarray(rng.integers(0, v, b).astype(I32)),
-        jnp.asarray(rng.integers(0, v, (b, k)).astype(I32)),
-        jnp.ones(b, jnp.float32),
-        0.1,
-    ]
+    args = (*_random_batch(rng, v, b, k), 0.1)
     a = fused.sgns_update(jnp.asarray(cv), jnp.asarray(ov), *args, num_threads=1)
     z = fused.sgns_update(
         jnp.asarray(cv), jnp.asarray(ov), *args, num_threads=1, compute_loss=False
@@ -230,13 +234,7 @@ def test_one_thread_is_deterministic_and_inputs_untouched_without_donation():
     v, d, b, k = 50, 16, 500, 5
     cv, ov = _tables(rng, v, d)
     cv_j, ov_j = jnp.asarray(cv), jnp.asarray(ov)
-    args = (
-        jnp.asarray(rng.integers(0, v, b).astype(I32)),
-        jnp.asarray(rng.integers(0, v, b).astype(I32)),
-        jnp.asarray(rng.integers(0, v, (b, k)).astype(I32)),
-        jnp.ones(b, jnp.float32),
-        0.05,
-    )
+    args = (*_random_batch(rng, v, b, k), 0.05)
     r1 = fused.sgns_update(cv_j, ov_j, *args, num_threads=1)
     r2 = fused.sgns_update(cv_j, ov_j, *args, num_threads=1)
     for x, y in zip(r1, r2, strict=True):
@@ -272,15 +270,7 @@ def test_jit_with_donation_updates_in_place_and_reruns():
     rng = np.random.default_rng(6)
     v, d, b, k = 40, 8, 32, 3
     cv, ov = _tables(rng, v, d)
-    batches = [
-        (
-            jnp.asarray(rng.integers(0, v, b).astype(I32)),
-            jnp.asarray(rng.integers(0, v, b).astype(I32)),
-            jnp.asarray(rng.integers(0, v, (b, k)).astype(I32)),
-            jnp.ones(b, jnp.float32),
-        )
-        for _ in range(3)
-    ]
+    batches = [_random_batch(rng, v, b, k) for _ in range(3)]
     step = jax.jit(partial(fused.sgns_update, num_threads=1), donate_argnums=(0, 1))
     c_j, o_j = jnp.asarray(cv), jnp.asarray(ov)
     ptr = c_j.unsafe_buffer_pointer(), o_j.unsafe_buffer_pointer()
@@ -868,13 +858,7 @@ def test_concurrent_callers_and_changing_thread_counts_give_the_same_bits():
     rng = np.random.default_rng(29)
     v, d, b, k = 40, 8, 3000, 5
     cv, ov = _tables(rng, v, d)
-    args = (
-        jnp.asarray(rng.integers(0, v, b).astype(I32)),
-        jnp.asarray(rng.integers(0, v, b).astype(I32)),
-        jnp.asarray(rng.integers(0, v, (b, k)).astype(I32)),
-        jnp.ones(b, jnp.float32),
-        0.05,
-    )
+    args = (*_random_batch(rng, v, b, k), 0.05)
 
     def call(t):
         out = fused.sgns_update(
