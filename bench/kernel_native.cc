@@ -3,8 +3,8 @@
 // batches of synthetic pairs, so that `perf record` sees nothing but the kernel and a change to
 // it can be timed to a few percent.
 //
-//   g++ -O3 -march=native -std=c++17 -pthread -I"$(python -c 'import jax; print(jax.ffi.include_dir())')" \
-//       bench/kernel_native.cc -o /tmp/kernel_native
+//   INC=$(python -c 'import jax; print(jax.ffi.include_dir())')
+//   g++ -O3 -march=native -std=c++17 -pthread -I"$INC" bench/kernel_native.cc -o /tmp/kernel_native
 //   /tmp/kernel_native [V=9000] [threads=1] [batch=16384]
 //
 // Pairs: centers and contexts Zipf(1) over V (running text without subsampling), K = 5
@@ -42,8 +42,9 @@ int main(int argc, char** argv) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   auto zipf = [&](double a) {
     const double u = unit(rng);
+    const double e = 1.0 - a;
     const double r = a == 1.0 ? std::exp(u * std::log(v + 1.0))
-                              : std::pow(1.0 + u * (std::pow(v + 1.0, 1.0 - a) - 1.0), 1.0 / (1.0 - a));
+                              : std::pow(1.0 + u * (std::pow(v + 1.0, e) - 1.0), 1.0 / e);
     return static_cast<int32_t>(std::clamp<int64_t>(static_cast<int64_t>(r) - 1, 0, v - 1));
   };
   std::vector<int32_t> center(kPairs), context(kPairs), negs(kPairs * kNeg);

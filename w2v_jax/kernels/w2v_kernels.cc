@@ -37,13 +37,14 @@
 // The loss is not multiplied by mask_i.
 //
 // Threads: T threads (the caller and T - 1 of the process's persistent workers, see WorkerPool)
-// take contiguous chunks of ~B/(8T) pairs from a shared counter and update the tables Hogwild style like word2vec.c and gensim: when two
-// threads touch the same row the updates race (lost or mixed float updates are accepted), so
-// T > 1 is not deterministic. The exception for HS are the 64 Huffman nodes nearest the root,
-// which each thread updates in a private copy that is averaged back at the end of the call
-// (see "Hot output rows" below). T = 1 is sequential and bit-deterministic. With the
-// `deterministic` attribute, T > 1 runs the deterministic schedule instead (see "Deterministic
-// multi-thread schedule" below): fixed ranges per thread, shared rows merged in thread order.
+// take contiguous chunks of ~B/(8T) pairs from a shared counter and update the tables Hogwild style
+// like word2vec.c and gensim: when two threads touch the same row the updates race (lost or mixed
+// float updates are accepted), so T > 1 is not deterministic. The exception for HS are the 64
+// Huffman nodes nearest the root, which each thread updates in a private copy that is averaged back
+// at the end of the call (see "Hot output rows" below). T = 1 is sequential and bit-deterministic.
+// With the `deterministic` attribute, T > 1 runs the deterministic schedule instead (see
+// "Deterministic multi-thread schedule" below): fixed ranges per thread, shared rows merged in
+// thread order.
 // Ids are checked before any write: out-of-range ids return an error and leave the tables
 // untouched.
 //
@@ -232,9 +233,10 @@ struct OutRows {
 // its cache miss; 2 MiB pages made the kernel faster per pair at V = 800k (BENCHMARKS.md). XLA
 // allocates the tables, so the second call that sees a table at the same address asks Linux to
 // back it with huge pages: MADV_HUGEPAGE for pages faulted later, MADV_COLLAPSE (Linux 6.1+) for
-// the ones it already has, a one-off copy. Both are advice: an older kernel, THP turned off or no free huge
-// page leaves the table as it was, slower but the same. Only whole 2 MiB pages inside the buffer
-// are advised, never a neighbour's memory, and the contents do not change.
+// the ones it already has, a one-off copy. Both are advice: an older kernel, THP turned off or
+// no free huge page leaves the table as it was, slower but the same. Only whole 2 MiB pages
+// inside the buffer are advised, never a neighbour's memory, and the contents do not change.
+// -DW2V_NO_HUGE_PAGES turns it off (bench/kernel_native.cc's baseline).
 constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
 #ifdef MADV_COLLAPSE
 constexpr int kMadvCollapse = MADV_COLLAPSE;
