@@ -780,14 +780,14 @@ inline int64_t effective_threads(int64_t n, int64_t threads, int64_t min_chunk) 
 }
 
 // Worker threads that live as long as the process. Every multi-thread call used to start its
-// threads anew, and Linux places a new thread on its parent's core: on a 2-core machine the
-// second thread often waited milliseconds behind its parent while the other core sat idle
-// (`perf sched timehist`; BENCHMARKS.md). A worker that sleeps between calls wakes on an idle
-// core instead. Workers spin for kSpinMicros after a call before they sleep, since the next call
-// usually follows within microseconds (the next step of XLA's scan). One call uses the pool at
-// a time; a call that finds it busy (another XLA thread, e.g. a second simulated device) says so
-// and its caller starts threads of its own as before. Which thread runs which share of a call
-// changes no result: the deterministic schedule fixes its ranges by worker index.
+// threads anew, and Linux places a new thread on its parent's core: on a 2-core machine the second
+// thread often waited milliseconds behind its parent while the other core sat idle (`perf sched
+// timehist`; BENCHMARKS.md). A worker that sleeps between calls wakes on an idle core instead.
+// Workers spin for kSpinMicros after a call before they sleep, since the next call usually follows
+// within microseconds (the next step of XLA's scan). One call uses the pool at a time; a call that
+// finds it busy (another XLA thread, e.g. a second simulated device) says so, and run_together
+// below starts threads of its own for it. Which thread runs which share of a call changes no
+// result: the deterministic schedule fixes its ranges by worker index.
 constexpr int64_t kSpinMicros = 200;
 
 class WorkerPool {
@@ -891,6 +891,33 @@ WorkerPool*& pool_slot() {
 
 WorkerPool& worker_pool() { return *pool_slot(); }
 
+// Runs fn(w) for w = 0..n-1 at the same time, w = 0 on the calling thread: on the pool's
+// workers, or, while another call holds the pool, on threads started for this call. Returns
+// false, having run nothing, if n threads cannot be had.
+bool run_together(int64_t n, const WorkerPool::Fn& fn) {
+  if (worker_pool().run(n, fn)) return true;
+  std::atomic<int> go{0};  // 1: run, -1: threads are missing, nobody runs
+  auto worker = [&](int64_t w) {
+    int g;
+    while ((g = go.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
+    if (g > 0) fn(w);
+  };
+  std::vector<std::thread> extra;
+  extra.reserve(n - 1);
+  bool ok = true;
+  for (int64_t w = 1; w < n && ok; ++w) {
+    try {
+      extra.emplace_back(worker, w);
+    } catch (...) {
+      ok = false;
+    }
+  }
+  go.store(ok ? 1 : -1, std::memory_order_release);
+  if (ok) fn(0);
+  for (auto& th : extra) th.join();
+  return ok;
+}
+
 // Run fn(worker, lo, hi) over [0, n) on effective_threads(n, threads, min_chunk) threads (the
 // calling one is worker 0). The threads pull contiguous chunks of about n / (8 T) items from a
 // shared counter instead of owning one fixed range each, so a thread that the OS deschedules
@@ -912,18 +939,7 @@ void parallel_chunks(int64_t n, int64_t threads, int64_t min_chunk, Fn&& fn) {
       fn(w, lo, std::min(n, lo + chunk));
     }
   };
-  if (worker_pool().run(threads, worker)) return;
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (int64_t t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(worker, t);
-    } catch (...) {  // no more threads available: the ones we have finish the work
-      break;
-    }
-  }
-  worker(0);
-  for (auto& th : pool) th.join();
+  if (!run_together(threads, worker)) worker(0);  // no threads to be had: the caller does it all
 }
 
 // In-place contract: the result buffer aliases the operand. If XLA ever hands a distinct
@@ -1194,31 +1210,9 @@ void run_phases(int64_t t, int n_phases, Step&& step) {
       if (p + 1 < n_phases) barrier.wait();
     }
   };
-  if (worker_pool().run(t, phases)) return;
-  std::atomic<int> go{0};  // 1: run, -1: the caller does everything
-  auto worker = [&](int64_t w) {
-    int g;
-    while ((g = go.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
-    if (g > 0) phases(w);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(t - 1);
-  bool ok = true;
-  for (int64_t w = 1; w < t && ok; ++w) {
-    try {
-      pool.emplace_back(worker, w);
-    } catch (...) {
-      ok = false;
-    }
-  }
-  go.store(ok ? 1 : -1, std::memory_order_release);
-  if (ok) {
-    worker(0);
-  } else {
-    for (int p = 0; p < n_phases; ++p)
-      for (int64_t w = 0; w < t; ++w) step(p, w);
-  }
-  for (auto& th : pool) th.join();
+  if (run_together(t, phases)) return;
+  for (int p = 0; p < n_phases; ++p)
+    for (int64_t w = 0; w < t; ++w) step(p, w);
 }
 
 template <class In, class Tgt>
