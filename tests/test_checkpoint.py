@@ -172,3 +172,53 @@ def test_a_mapped_load_checks_everything_and_reads_only_what_is_used(tmp_path, m
     path.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(path, mmap=True)
+
+
+def test_the_head_is_the_bytes_flax_packed_it_into(tmp_path):
+    """Heads were written by ``flax.serialization.msgpack_serialize``: the same bytes (dict keys
+    sorted), so files and their checksums do not depend on which code packed them, and a head
+    either one packed reads back the same."""
+    from flax import serialization
+
+    from w2v_jax import checkpoint as ckpt_lib
+
+    payload = {
+        **_payload(),
+        "config": {"train": {"seed": 1, "alpha": None, "devices": 2}, "data": {"sample": 1e-3}},
+        "identity": {"update": "fused", "objective": "sgns(negative=5)", "deterministic": True},
+        "position": np.asarray([1, 2, 3], np.int64),
+        "words_done": 2**40,
+        "accumulators": {"sum": np.float64(3.5), "n": np.int64(4)},
+        "vocab": {"words": ["é", "b", "a"], "counts": np.asarray([3, 2, 1]), "total_words": 6},
+    }
+    head = ckpt_lib._split(payload, [])
+    packed = ckpt_lib._pack_head(head)
+    assert packed == serialization.msgpack_serialize(head)
+    assert ckpt_lib._unpack_head(packed) == serialization.msgpack_restore(packed)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam", "rmsprop"])
+def test_optimizer_states_take_the_layout_flax_gave_them(name):
+    """``state_dict`` / ``from_state_dict`` lay an optax state out as flax's functions of those
+    names did (checkpoints they wrote still load) and restore it whole."""
+    import jax
+    import jax.numpy as jnp
+    from flax import serialization
+
+    from w2v_jax import optim
+    from w2v_jax.checkpoint import from_state_dict, state_dict
+
+    tx = optim.make_optimizer(name, 0.025)
+    tables = {"center_vecs": jnp.ones((5, 3)), "outside_vecs": jnp.zeros((5, 3))}
+    state = {k: tx.init(t) for k, t in tables.items()}
+    state = jax.tree.map(lambda x: x + 1, state)  # leaves that differ from a fresh state's
+    ours, flax_dict = state_dict(state), serialization.to_state_dict(state)
+    assert jax.tree.structure(ours) == jax.tree.structure(flax_dict)
+    jax.tree.map(np.testing.assert_array_equal, ours, flax_dict)
+    fresh = {k: tx.init(t) for k, t in tables.items()}
+    back = from_state_dict(fresh, ours)
+    assert jax.tree.structure(back) == jax.tree.structure(state)
+    jax.tree.map(np.testing.assert_array_equal, back, state)
+    if jax.tree.leaves(fresh):  # plain SGD's state has no leaves, so no layout to get wrong
+        with pytest.raises(ValueError):
+            from_state_dict(fresh, {"center_vecs": ours["center_vecs"]})

@@ -223,6 +223,31 @@ def test_closed_stdout_is_quiet(tmp_path):
     assert r.stderr == ""
 
 
+@pytest.mark.parametrize("args, status", [([], 0), (["--window", "0"], cli.EXIT_BAD_INPUT)])
+def test_the_command_ends_after_its_exit_handlers_with_its_output_flushed(
+    tmp_path, corpus, args, status
+):
+    """``w2v-jax`` leaves without the interpreter's teardown: the status is main's, the exit
+    handlers (JAX's among them) still run, and what they print, still in Python's buffer for
+    a pipe, reaches the reader after the command's own lines."""
+    argv = ["w2v-jax", "train", "--corpus", corpus, "--out", str(tmp_path / "run"), *TINY, *args]
+    code = (
+        "import atexit, sys\n"
+        "from w2v_jax import cli\n"
+        "atexit.register(lambda: print('exit handler ran', end=''))\n"
+        f"sys.argv = {argv!r}\n"
+        "cli.console_main()\n"
+        "print('not reached')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == status, r.stderr
+    assert r.stdout.endswith("exit handler ran") and "not reached" not in r.stdout
+    if status == 0:
+        assert f"wrote {tmp_path / 'run' / 'vectors.bin'}" in r.stdout
+    else:
+        assert _one_line(r.stderr) == "w2v-jax: error: --window must be >= 1, got 0"
+
+
 def test_guard_maps_interrupts_and_debug_reraises(capsys):
     def interrupted():
         raise KeyboardInterrupt

@@ -7,7 +7,8 @@ File layout (``MAGIC`` = ``W2VJAX02``)::
               | sha256 of everything before it (32)
 
 The head is the payload (a nested dict of arrays, numbers, strings and lists) with each array
-replaced by ``{"__w2v_array__": index, "dtype": ..., "shape": ...}``. Arrays are written straight
+replaced by ``{"__w2v_array__": index, "dtype": ..., "shape": ...}``, packed by msgpack with the
+keys of every dict in sorted order. Arrays are written straight
 from their own memory (a table of gigabytes is not serialised into a buffer first) and read
 straight into the arrays returned, so saving or loading a checkpoint needs no memory beyond the
 tables themselves. Files of the first layout (``W2VJAX01``: magic, sha256, one msgpack body) are
@@ -29,8 +30,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+import msgpack
 import numpy as np
-from flax import serialization
 
 from w2v_jax.fileio import atomic_write
 
@@ -124,6 +125,69 @@ def _specs(head: Any) -> list[tuple[int, np.dtype, tuple[int, ...]]]:
     return found
 
 
+def _sorted_keys(head: Any) -> Any:
+    if isinstance(head, dict):
+        return {k: _sorted_keys(head[k]) for k in sorted(head)}
+    if isinstance(head, list):
+        return [_sorted_keys(v) for v in head]
+    return head
+
+
+def _pack_head(head: Any) -> bytes:
+    """The msgpack bytes of a head (no arrays left in it), dict keys sorted: the bytes that
+    ``flax.serialization.msgpack_serialize`` gives, which wrote the heads before."""
+    return msgpack.packb(_sorted_keys(head), strict_types=True)
+
+
+def _unpack_head(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def state_dict(tree: Any) -> Any:
+    """An optimizer state (named tuples, tuples, lists and dicts around arrays) as nested dicts
+    with string keys: a named tuple by its field names, a tuple or list by "0", "1", ..., a dict
+    by its keys as strings; anything else is a leaf. This is the layout of
+    ``flax.serialization.to_state_dict``, so the checkpoints it wrote still load.
+    """
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return {k: state_dict(getattr(tree, k)) for k in tree._fields}
+    if type(tree) in (tuple, list):
+        return {str(i): state_dict(v) for i, v in enumerate(tree)}
+    if type(tree) is dict:
+        if len({str(k) for k in tree}) != len(tree):
+            raise ValueError(f"dict keys are not unique as strings: {list(tree)}")
+        return {str(k): state_dict(v) for k, v in tree.items()}
+    return tree
+
+
+def from_state_dict(target: Any, state: Any) -> Any:
+    """Inverse of :func:`state_dict`: ``state``'s leaves in the structure of ``target`` (whose
+    own leaves are not used; abstract ones will do).
+
+    Raises:
+      ValueError: the fields, length or keys of ``state`` are not those of ``target``.
+    """
+    if isinstance(target, tuple) and hasattr(target, "_fields"):
+        if set(state) != set(target._fields):
+            raise ValueError(
+                f"fields {sorted(state)} where {type(target).__name__} has {sorted(target._fields)}"
+            )
+        return type(target)(
+            **{k: from_state_dict(getattr(target, k), state[k]) for k in target._fields}
+        )
+    if type(target) in (tuple, list):
+        if len(state) != len(target):
+            raise ValueError(f"{len(state)} entries where the target has {len(target)}")
+        items = [from_state_dict(t, state[str(i)]) for i, t in enumerate(target)]
+        return tuple(items) if type(target) is tuple else items
+    if type(target) is dict:
+        missing = {str(k) for k in target} - set(state)
+        if missing:
+            raise ValueError(f"keys {sorted(missing)} missing")
+        return {k: from_state_dict(v, state[str(k)]) for k, v in target.items()}
+    return state
+
+
 def _bytes(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1)).cast("B") if a.size else memoryview(bytearray())
 
@@ -145,7 +209,7 @@ def _chunks(a: np.ndarray | ArrayBlocks) -> Iterable[memoryview]:
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Writes ``payload`` to ``path`` atomically (temp file, fsync, rename, fsync folder)."""
     arrays: list = []
-    head = serialization.msgpack_serialize(_split(payload, arrays))
+    head = _pack_head(_split(payload, arrays))
 
     def write(f: IO[bytes]) -> None:
         h = hashlib.sha256()
@@ -208,7 +272,7 @@ def _load(path: Path, f: IO[bytes], size: int, mmap: bool = False) -> dict[str, 
     h.update(n_bytes)
     h.update(head_bytes)
     try:
-        head = serialization.msgpack_restore(head_bytes)
+        head = _unpack_head(head_bytes)
         specs = _specs(head)
     except Exception:  # the checksum cannot be checked before the head is read: say both
         raise _corrupt(path) from None
@@ -252,6 +316,8 @@ def _load_v1(path: Path, f: IO[bytes]) -> dict[str, Any]:
     digest, body = blob[:_DIGEST], memoryview(blob)[_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise _corrupt(path)
+    from flax import serialization  # arrays inside the msgpack body: flax's own encoding
+
     try:
         return serialization.msgpack_restore(body)
     except Exception as e:  # a valid checksum over an unreadable body: written by other code

@@ -27,12 +27,12 @@ of :mod:`w2v_jax.sharding` (split by dimensions, it is this step with ``dims_axi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -45,7 +45,8 @@ from w2v_jax.objectives import Objective, Targets
 Params = dict[str, jax.Array]
 
 
-@flax.struct.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainState:
     """Everything that changes during training, as one pytree (donated to the step).
 
@@ -61,6 +62,10 @@ class TrainState:
     opt_state: dict[str, Any]
     step: jax.Array
     scratch: jax.Array
+
+    def replace(self, **changes: Any) -> TrainState:
+        """A copy with the fields named in ``changes`` replaced."""
+        return dataclasses.replace(self, **changes)
 
 
 def init_params(objective: Objective, vocab_size: int, dim: int, key: jax.Array) -> Params:

@@ -44,7 +44,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import serialization
 
 from w2v_jax import batches as batches_lib
 from w2v_jax import corpus as corpus_lib
@@ -52,7 +51,15 @@ from w2v_jax import inputs as inputs_lib
 from w2v_jax import objectives as objectives_lib
 from w2v_jax import optim, sharding
 from w2v_jax import step as step_lib
-from w2v_jax.checkpoint import ArrayBlocks, CheckpointError, drain, load_checkpoint, save_checkpoint
+from w2v_jax.checkpoint import (
+    ArrayBlocks,
+    CheckpointError,
+    drain,
+    from_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+    state_dict,
+)
 from w2v_jax.config import Config, default_alpha, flat, from_dict, override, validate
 from w2v_jax.vocab import Vocab
 
@@ -377,7 +384,7 @@ def _checkpoint_payload(cfg, identity, corpus, vocab, state, positions, words_do
             "total_words": int(vocab.total_words),
         },
         "params": host["params"],
-        "opt_state": serialization.to_state_dict(host["opt_state"]),
+        "opt_state": state_dict(host["opt_state"]),
         "step": np.asarray(host["step"]),
         # [3] for one slice (the layout before slices existed), else [slices, 3]
         "position": np.asarray(positions, np.int64).reshape(
@@ -478,7 +485,7 @@ def _restore(
     put = np.asarray if on_host else jax.device_put
     params = {k: put(np.asarray(a)) for k, a in ckpt["params"].items()}
     try:
-        opt_state = serialization.from_state_dict(template.opt_state, ckpt["opt_state"])
+        opt_state = from_state_dict(template.opt_state, ckpt["opt_state"])
     except (ValueError, KeyError, TypeError) as e:  # a tx= whose state has another layout
         raise CheckpointError(
             f"checkpoint {path} holds the state of another optimizer than this run's ({e})"
