@@ -425,10 +425,11 @@ def _multi_host_worker(a: argparse.Namespace, cfg, out: Path, argv) -> int:
 @contextlib.contextmanager
 def _collection_paused():
     """Python's cyclic garbage collector paused within ``with``, and what was made there left out
-    of later collections. Importing JAX, XLA's client and the trainer creates some 100k objects
-    that live as long as the process: the collections their allocations trigger (some 250, two
-    of them full) freed about a thousand objects and took 0.11 s of each start, and without the
-    freeze the first collection after the imports would still walk all of them."""
+    of later collections. Importing JAX and the modules that use it (the trainer, the
+    evaluation) creates some 100k objects that live as long as the process: the collections
+    their allocations trigger (some 250, two of them full) freed about a thousand objects and
+    took 0.11 s of each start, and without the freeze the first collection after the imports
+    would still walk all of them."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -552,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("eval", help="evaluate vectors (see w2v-jax eval --help)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["eval"]:
-        from w2v_jax.evaluate import eval_main
+        with _collection_paused():
+            from w2v_jax.evaluate import eval_main
 
         return _guard(lambda: eval_main(argv[1:]), debug="--debug" in argv)
     args = parser.parse_args(argv)
