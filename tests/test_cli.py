@@ -248,6 +248,28 @@ def test_the_command_ends_after_its_exit_handlers_with_its_output_flushed(
         assert _one_line(r.stderr) == "w2v-jax: error: --window must be >= 1, got 0"
 
 
+def test_jax_is_imported_once_with_the_collector_paused_and_its_objects_frozen():
+    """The first import of JAX runs with garbage collection off and leaves its objects frozen
+    out of later collections; after it the collector is on again, and a second use (main()
+    called again in one process) neither freezes anything more nor turns the collector off."""
+    code = (
+        "import gc, sys\n"
+        "from w2v_jax import cli\n"
+        "assert 'jax' not in sys.modules and gc.get_freeze_count() == 0\n"
+        "with cli._collection_paused():\n"
+        "    assert not gc.isenabled()\n"
+        "    import jax\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert gc.isenabled() and frozen > 10000, frozen\n"
+        "with cli._collection_paused():\n"
+        "    assert gc.isenabled()\n"
+        "assert gc.isenabled() and gc.get_freeze_count() == frozen\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+
+
 def test_guard_maps_interrupts_and_debug_reraises(capsys):
     def interrupted():
         raise KeyboardInterrupt

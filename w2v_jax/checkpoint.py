@@ -8,11 +8,10 @@ File layout (``MAGIC`` = ``W2VJAX02``)::
 
 The head is the payload (a nested dict of arrays, numbers, strings and lists) with each array
 replaced by ``{"__w2v_array__": index, "dtype": ..., "shape": ...}``, packed by msgpack with the
-keys of every dict in sorted order. Arrays are written straight
-from their own memory (a table of gigabytes is not serialised into a buffer first) and read
-straight into the arrays returned, so saving or loading a checkpoint needs no memory beyond the
-tables themselves. Files of the first layout (``W2VJAX01``: magic, sha256, one msgpack body) are
-still read.
+keys of every dict in sorted order. Arrays are written straight from their own memory (a table
+of gigabytes is not serialised into a buffer first) and read straight into the arrays returned,
+so saving or loading a checkpoint needs no memory beyond the tables themselves. Files of the
+first layout (``W2VJAX01``: magic, sha256, one msgpack body) are still read.
 
 A checkpoint is written to a temporary file in the destination folder, flushed and fsynced, then
 renamed over the old one (``os.replace`` is atomic on POSIX), and the folder is fsynced. A crash
