@@ -11,9 +11,10 @@
 // b ~ U{1..5} as under the dynamic window, mean of the context rows), every id Zipf(1) over V
 // (running text without subsampling), K = 5 negatives from unigram^0.75, D = 100, 2^21
 // examples per repeat, 4 repeats, the same tables throughout; prints ns per example of wall
-// time for each repeat. `deterministic=1` runs the kernel's deterministic schedule (threads > 1). The kernel backs a table with
-// huge pages on the second call that sees it (w2v_kernels.cc, "Huge pages"), so the first
-// repeat includes that one-off cost; build with -DW2V_NO_HUGE_PAGES for the 4 KiB baseline.
+// time for each repeat. `deterministic=1` runs the kernel's deterministic schedule (threads >
+// 1). The kernel backs a table with huge pages on the second call that sees it (w2v_kernels.cc,
+// "Huge pages"), so the first repeat includes that one-off cost; build with -DW2V_NO_HUGE_PAGES
+// for the 4 KiB baseline.
 #include "../w2v_jax/kernels/w2v_kernels.cc"
 
 #include <chrono>

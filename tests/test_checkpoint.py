@@ -174,7 +174,7 @@ def test_a_mapped_load_checks_everything_and_reads_only_what_is_used(tmp_path, m
         load_checkpoint(path, mmap=True)
 
 
-def test_the_head_is_the_bytes_flax_packed_it_into(tmp_path):
+def test_the_head_is_the_bytes_flax_packed_it_into():
     """Heads were written by ``flax.serialization.msgpack_serialize``: the same bytes (dict keys
     sorted), so files and their checksums do not depend on which code packed them, and a head
     either one packed reads back the same."""
