@@ -275,13 +275,18 @@ def test_device_defaults_fill_only_what_the_config_leaves_open(monkeypatch):
     assert sliced.train.batch_size == 16386  # the least multiple of 2 and 3 from 16384
 
 
+@pytest.mark.parametrize("where", ["device", "host"])
 @pytest.mark.parametrize(
     "rows,dim,block",
     [(1000, 7, 64), (835, 100, 1000), (5, 3, 4), (3, 50, 1 << 20), (4097, 33, 2048)],
 )
-def test_blockwise_uniform_init_is_jax_random_uniform_bit_for_bit(monkeypatch, rows, dim, block):
-    """Blocks of any size, the last one overlapping, give jax.random.uniform's exact bits."""
+def test_blockwise_uniform_init_is_jax_random_uniform_bit_for_bit(
+    monkeypatch, rows, dim, block, where
+):
+    """Blocks of any size, the last one overlapping, give jax.random.uniform's exact bits; so
+    does the draw on the host that small tables take."""
     monkeypatch.setattr(step_lib, "_INIT_BLOCK", block)
+    monkeypatch.setattr(step_lib, "_HOST_INIT_MAX", rows * dim if where == "host" else 0)
     for seed in (0, 7):
         key = jax.random.split(jax.random.key(seed))[0]
         want = jax.random.uniform(key, (rows, dim), jnp.float32, -0.5 / dim, 0.5 / dim)
@@ -289,11 +294,15 @@ def test_blockwise_uniform_init_is_jax_random_uniform_bit_for_bit(monkeypatch, r
         assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
 
 
+@pytest.mark.parametrize("where", ["device", "host"])
 @pytest.mark.parametrize("lo,hi,c0,c1", [(0, 835, 0, 34), (17, 700, 34, 67), (3, 4, 99, 100)])
-def test_a_block_of_rows_and_columns_is_that_of_the_uniform_table(monkeypatch, lo, hi, c0, c1):
+def test_a_block_of_rows_and_columns_is_that_of_the_uniform_table(
+    monkeypatch, lo, hi, c0, c1, where
+):
     """What a device splitting the table by dimensions draws: its columns of the rows, bit for
-    bit those of the whole draw, in blocks of any size."""
+    bit those of the whole draw, in blocks of any size, on the device or on the host."""
     monkeypatch.setattr(step_lib, "_INIT_BLOCK", 1000)
+    monkeypatch.setattr(step_lib, "_HOST_INIT_MAX", 1 << 30 if where == "host" else 0)
     rows, dim = 835, 100
     key = jax.random.split(jax.random.key(3))[0]
     want = np.asarray(jax.random.uniform(key, (rows, dim), jnp.float32, -0.005, 0.005))

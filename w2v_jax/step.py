@@ -35,9 +35,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from w2v_jax import objectives as objectives_lib
-from w2v_jax import optim
+from w2v_jax import optim, threefry
 from w2v_jax.config import override
 from w2v_jax.inputs import InputSide
 from w2v_jax.objectives import Objective, Targets
@@ -76,11 +77,23 @@ def init_params(objective: Objective, vocab_size: int, dim: int, key: jax.Array)
     """
     center = uniform_table(key, vocab_size, dim, -0.5 / dim, 0.5 / dim)
     rows = objective.table_rows(vocab_size)
-    return {"center_vecs": center, objective.table: jnp.zeros((rows, dim), jnp.float32)}
+    return {"center_vecs": center, objective.table: _zeros((rows, dim), jnp.float32)}
 
 
 # Elements per block of :func:`uniform_table`: its temporaries are a few times this, in bytes x 4.
 _INIT_BLOCK = 1 << 20
+# Tables of up to this many elements are drawn (and zeroed) on the host, in NumPy: JAX's programs
+# for them cost more to trace and lower than NumPy takes to fill them; larger ones are filled by
+# the device, in blocks.
+_HOST_INIT_MAX = 1 << 23
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    """``jnp.zeros(shape, dtype)``; up to ``_HOST_INIT_MAX`` elements made on the host and put on
+    the device, which skips the trace and lowering of a program per shape."""
+    if math.prod(shape) <= _HOST_INIT_MAX:
+        return jax.device_put(np.zeros(shape, dtype))
+    return jnp.zeros(shape, dtype)
 
 
 def uniform_table(key: jax.Array, rows: int, dim: int, minval: float, maxval: float) -> jax.Array:
@@ -96,7 +109,9 @@ def uniform_table(key: jax.Array, rows: int, dim: int, minval: float, maxval: fl
 
     and the float is ``1.m - 1`` scaled to ``[minval, maxval)``, so the table can be filled a
     block of rows at a time, in place, with the same values. Other generators (``rbg``, or
-    ``jax_threefry_partitionable=False``) fall back to ``jax.random.uniform``.
+    ``jax_threefry_partitionable=False``) fall back to ``jax.random.uniform``. A table of up to
+    ``_HOST_INIT_MAX`` elements with ``minval = -maxval`` (word2vec's) is drawn in NumPy
+    (:mod:`w2v_jax.threefry`), the same bits.
 
     Returns:
       [rows, dim] float32.
@@ -123,7 +138,12 @@ def uniform_rows(
     """
     c0, c1 = (0, dim) if cols is None else cols
     n, width = hi - lo, c1 - c0
+    # The whole table's size decides, not the block's: every block of one table is drawn alike.
     impl = str(jax.random.key_impl(key))
+    symmetric = np.float32(minval) == -np.float32(maxval)
+    if rows * dim <= _HOST_INIT_MAX and symmetric and threefry.matches_jax(impl):
+        key_2 = np.asarray(jax.random.key_data(key))
+        return jax.device_put(threefry.symmetric_uniform(key_2, dim, maxval, (lo, hi), (c0, c1)))
     block_rows = max(1, min(n, _INIT_BLOCK // max(width, 1)))
     whole = "threefry" not in impl or not jax.config.jax_threefry_partitionable
     if whole or (block_rows == n == rows and width == dim):
@@ -169,8 +189,8 @@ def init_state(params: Params, tx: Any) -> TrainState:
     return TrainState(
         params=params,
         opt_state={name: tx.init(table) for name, table in params.items()},
-        step=jnp.zeros((), jnp.int32),
-        scratch=jnp.zeros((vocab_size,), jnp.float32),
+        step=_zeros((), jnp.int32),
+        scratch=_zeros((vocab_size,), jnp.float32),
     )
 
 

@@ -49,7 +49,7 @@ from w2v_jax import batches as batches_lib
 from w2v_jax import corpus as corpus_lib
 from w2v_jax import inputs as inputs_lib
 from w2v_jax import objectives as objectives_lib
-from w2v_jax import optim, sharding
+from w2v_jax import optim, sharding, threefry
 from w2v_jax import step as step_lib
 from w2v_jax.checkpoint import (
     ArrayBlocks,
@@ -687,7 +687,7 @@ def train(
 
     # Restore (or start).
     layout = sharding.layout_named(cfg.train.shard_by)
-    init_key, step_key = jax.random.split(jax.random.key(cfg.train.seed))
+    init_key, step_key = threefry.split_seed(cfg.train.seed)
     vocab_size = len(vocab.words)
     table_rows = {"center_vecs": vocab_size, objective.table: objective.table_rows(vocab_size)}
 
