@@ -9,7 +9,7 @@
 End to end (``--end-to-end``): the whole run as a user waits for it, each in its own subprocess
 started cold: ``w2v-jax train`` (read+count+encode with a fresh encoded-corpus cache, XLA
 compilation, training, writing vectors.bin; the C++ kernel's one-time build is not counted, its
-usual cache is kept) and gensim ``Word2Vec`` (LineSentence iterator, or ``--gensim-input
+usual cache is kept; our modules' bytecode is written first, as pip writes gensim's) and gensim ``Word2Vec`` (LineSentence iterator, or ``--gensim-input
 corpus_file``; build_vocab, train, save_word2vec_format), same hyperparameters, gensim on every
 core. Columns per phase and the child's peak RSS (its ``VmHWM``), medians of ``--repeats``. The
 final run (about 15 minutes on 2 cores; run it on a quiet machine):
@@ -290,6 +290,18 @@ def e2e_gensim(corpus_path, model, loss, args, seed, work: Path) -> dict:
     return res
 
 
+def _compile_bytecode() -> None:
+    """Writes the bytecode of w2v_jax's modules, as ``pip install`` does for gensim's. An
+    editable install has none until a first run writes it, and never where
+    ``PYTHONDONTWRITEBYTECODE`` is set (as on this project's machines): then every run would
+    compile our modules from source again (0.1 s of each run, BENCHMARKS.md) and gensim's not."""
+    import compileall
+
+    import w2v_jax
+
+    compileall.compile_dir(Path(w2v_jax.__file__).parent, quiet=1)
+
+
 def end_to_end(args) -> int:
     """Each system's whole run in a fresh subprocess; a table of phases, memory and quality."""
     import tempfile
@@ -308,6 +320,7 @@ def end_to_end(args) -> int:
         f"w2v_jax --update {args.update}{' --deterministic' if args.deterministic else ''}",
         flush=True,
     )
+    _compile_bytecode()
     runs = {"gensim": e2e_gensim, "w2v_jax": e2e_ours}
     systems = [x for x in runs if x in args.systems.split(",")]
     if not systems:
