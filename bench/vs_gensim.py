@@ -9,10 +9,11 @@
 End to end (``--end-to-end``): the whole run as a user waits for it, each in its own subprocess
 started cold: ``w2v-jax train`` (read+count+encode with a fresh encoded-corpus cache, XLA
 compilation, training, writing vectors.bin; the C++ kernel's one-time build is not counted, its
-usual cache is kept; our modules' bytecode is written first, as pip writes gensim's) and gensim ``Word2Vec`` (LineSentence iterator, or ``--gensim-input
-corpus_file``; build_vocab, train, save_word2vec_format), same hyperparameters, gensim on every
-core. Columns per phase and the child's peak RSS (its ``VmHWM``), medians of ``--repeats``. The
-final run (about 15 minutes on 2 cores; run it on a quiet machine):
+usual cache is kept; our modules' bytecode is written first, as pip writes gensim's) and gensim
+``Word2Vec`` (LineSentence iterator, or ``--gensim-input corpus_file``; build_vocab, train,
+save_word2vec_format), same hyperparameters, gensim on every core. Columns per phase and the
+child's peak RSS (its ``VmHWM``), medians of ``--repeats``. The final run (about 15 minutes on 2
+cores; run it on a quiet machine):
 
     python bench/vs_gensim.py --end-to-end --variants sg-ns,sg-hs,cbow-ns --repeats 3 --update auto
     python bench/vs_gensim.py --end-to-end --variants sg-ns --repeats 3 --update auto \

@@ -98,6 +98,12 @@ def test_the_initial_state_is_made_on_the_host_with_jax_s_values(monkeypatch):
     assert state.step.dtype == jnp.int32 and int(state.step) == 0
     assert state.scratch.shape == (500,) and not np.asarray(state.scratch).any()
 
+    # a resume takes the shapes of a fresh state by tracing it: the host draw stands aside
+    shapes = jax.eval_shape(
+        lambda: step_lib.init_state(step_lib.init_params(objective, 500, 20, key), tx)
+    )
+    assert shapes.params["center_vecs"].shape == (500, 20)
+
     traced = []
     monkeypatch.setattr(jax.random, "uniform", lambda *a, **k: traced.append(a))
     step_lib.init_params(objective, 500, 20, key)

@@ -139,11 +139,14 @@ def uniform_rows(
     c0, c1 = (0, dim) if cols is None else cols
     n, width = hi - lo, c1 - c0
     # The whole table's size decides, not the block's: every block of one table is drawn alike.
+    # Under tracing (jax.eval_shape of a state: a resume) the key's data is a tracer: JAX's path.
     impl = str(jax.random.key_impl(key))
     symmetric = np.float32(minval) == -np.float32(maxval)
     if rows * dim <= _HOST_INIT_MAX and symmetric and threefry.matches_jax(impl):
-        key_2 = np.asarray(jax.random.key_data(key))
-        return jax.device_put(threefry.symmetric_uniform(key_2, dim, maxval, (lo, hi), (c0, c1)))
+        key_2 = jax.random.key_data(key)
+        if not isinstance(key_2, jax.core.Tracer):
+            host = threefry.symmetric_uniform(np.asarray(key_2), dim, maxval, (lo, hi), (c0, c1))
+            return jax.device_put(host)
     block_rows = max(1, min(n, _INIT_BLOCK // max(width, 1)))
     whole = "threefry" not in impl or not jax.config.jax_threefry_partitionable
     if whole or (block_rows == n == rows and width == dim):
