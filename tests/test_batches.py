@@ -222,10 +222,11 @@ def test_progress_counts_raw_words_and_ends_at_one():
     assert 0 < infos[0].progress < 0.1
 
 
+@pytest.mark.parametrize("shuffle_tokens", [0, 40])
 @pytest.mark.parametrize("model", ["sg", "cbow"])
-def test_resumed_iterator_continues_exactly(model):
+def test_resumed_iterator_continues_exactly(model, shuffle_tokens):
     corpus, vocab = unique_word_corpus([23, 5, 41, 17, 2, 60] * 6)
-    data = cfg(window=3, sample=1e-2, chunk_tokens=150)
+    data = cfg(window=3, sample=1e-2, chunk_tokens=150, shuffle_tokens=shuffle_tokens)
     kw = dict(batch_size=50, seed=11, model=model, epochs=2)
     full, infos = collect(iterate_batches(corpus, vocab, data, **kw))
     assert len({i.position.chunk for i in infos}) > 2  # several chunks
@@ -415,6 +416,46 @@ def test_shuffle_mixes_the_whole_chunk_across_blocks(monkeypatch):
     center, context = valid_pairs([first, *rest])
     assert len(center) == 2 * (5119 + 5118)  # every pair exactly once
     assert len(set(zip(center.tolist(), context.tolist(), strict=True))) == len(center)
+
+
+@pytest.mark.parametrize("sample", [0.0, 1e-5])
+@pytest.mark.parametrize("model", ["sg", "cbow"])
+def test_examples_are_shuffled_within_spans_that_follow_corpus_order(model, sample):
+    """A word's id is its corpus position, so a center's span is id // shuffle_tokens, counted
+    before subsampling: spans never go back, each is shuffled, and every example comes once."""
+    corpus, vocab = unique_word_corpus([300] * 10)  # one chunk of 3000 tokens, 6 spans
+    data = cfg(window=2, dynamic_window=False, sample=sample, shuffle_tokens=500)
+    kw = dict(batch_size=64, seed=3, model=model, epochs=1)
+    batches, _ = collect(iterate_batches(corpus, vocab, data, **kw))
+    center = np.concatenate([b.center[b.mask > 0] for b in batches])
+    span = center // 500
+    assert np.all(np.diff(span) >= 0)
+    assert set(span.tolist()) == set(range(6))
+    for s in range(6):
+        assert np.any(np.diff(center[span == s]) < 0)  # not in corpus order inside a span
+    if model == "sg":
+        c, o = valid_pairs(batches)
+        assert len(set(zip(c.tolist(), o.tolist(), strict=True))) == len(c)
+        if sample == 0.0:
+            assert len(c) == 10 * 2 * (299 + 298)
+    else:
+        assert len(np.unique(center)) == len(center) == (3000 if sample == 0.0 else len(center))
+    if sample:
+        assert len(center) < 0.5 * (3000 if model == "cbow" else 10 * 2 * (299 + 298))
+
+
+@pytest.mark.parametrize("model", ["sg", "cbow"])
+def test_a_span_as_long_as_the_chunk_is_the_whole_chunk_shuffle(model):
+    corpus, vocab = unique_word_corpus([300] * 10)
+    kw = dict(batch_size=64, seed=3, model=model, epochs=2)
+    runs = []
+    for shuffle_tokens in (0, 3000, 1 << 20):
+        data = cfg(window=3, sample=1e-4, shuffle_tokens=shuffle_tokens)
+        batches, _ = collect(iterate_batches(corpus, vocab, data, **kw))
+        runs.append(fields_of(batches))
+    for fields in runs[1:]:
+        for got, want in zip(fields, runs[0], strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_chunks_hold_tokens_and_cover_all_raw_words():

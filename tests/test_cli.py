@@ -72,6 +72,7 @@ def test_out_that_is_a_file_is_one_line_in_a_real_process(tmp_path, corpus):
         ("--seed", str(2**32), "--seed must be an integer in [0, 4294967295]"),
         ("--seed", str(10**30), "--seed must be an integer in [0, 4294967295]"),
         ("--seed", "-1", "--seed must be an integer in [0, 4294967295]"),
+        ("--shuffle-tokens", "-1", "--shuffle-tokens must be >= 0, got -1"),
     ],
 )
 def test_non_finite_floats_and_big_seeds_are_refused(tmp_path, capsys, flag, value, message):

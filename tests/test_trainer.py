@@ -145,6 +145,28 @@ def test_a_checkpoint_without_a_recorded_rate_resumes_at_the_rate_it_started_wit
     assert fresh.config.train.alpha == 0.1  # a new run records the default it resolved
 
 
+def test_a_checkpoint_from_before_shuffle_spans_resumes_only_with_whole_chunk_shuffles(
+    topic_corpus, tmp_path
+):
+    # Checkpoints written before --shuffle-tokens existed shuffled whole chunks: the resume must
+    # say so instead of continuing in another order, and resumes exactly with --shuffle-tokens 0.
+    from w2v_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    whole = _cfg(epochs=2, batch_size=128, deterministic=True, shuffle_tokens=0)
+    full = train(str(topic_corpus), whole, progress=False)
+    train(str(topic_corpus), whole, out=tmp_path, progress=False, max_steps=6)
+    path = tmp_path / "checkpoint.w2v"
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["data"]["shuffle_tokens"]  # as written before the field existed
+    save_checkpoint(path, ckpt)
+    spans = override(whole, shuffle_tokens=Config().data.shuffle_tokens)
+    with pytest.raises(CheckpointError, match=r"--shuffle-tokens: checkpoint 0, now 65536"):
+        train(str(topic_corpus), spans, out=tmp_path, resume=True, progress=False)
+    resumed = train(str(topic_corpus), whole, out=tmp_path, resume=True, progress=False)
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name], err_msg=name)
+
+
 def test_a_resume_without_a_batch_size_keeps_the_checkpoints(topic_corpus, tmp_path):
     # the default batch size depends on the platform (4096 on CPU, 16384 on GPU): a resume that
     # does not name one continues with the run's own instead of refusing the platform's

@@ -9,7 +9,8 @@ For chunk ``c`` of epoch ``e`` a numpy Generator seeded with ``[seed, e, c]`` dr
    window reaches past them;
 2. the effective radius ``b ~ U{1..W}`` per kept center (word2vec.c ``b = next_random % window``
    gives radius ``W - b``), or ``b = W`` with ``dynamic_window=False``;
-3. the shuffle of the chunk's examples (below).
+3. the shuffle of the chunk's examples within each span of ``cfg.shuffle_tokens`` corpus
+   tokens (below), one span after the other.
 
 Skip-gram: every (center, context) with ``1 <= |j| <= b(center)`` inside one sentence, built with
 one vectorised pass per offset ``j`` (never a loop over tokens). Under the dynamic window an
@@ -21,10 +22,17 @@ Each chunk's examples are shuffled and cut into batches of ``batch_size``; the l
 each chunk* is padded with ``mask = 0`` rows whose ids are 0. Padding per chunk keeps chunks
 independent, so :class:`Position` ``(epoch, chunk, batch)`` is a complete resume point: the
 chunk is regenerated from its seed and ``batch`` batches are skipped. The waste is under one batch
-per chunk (<0.2% at the default 1M-token chunk and B = 4096). Shuffling is within a chunk only;
-chunks come in corpus order, as word2vec.c reads its file.
+per chunk (<0.2% at the default 1M-token chunk and B = 4096).
 
-The shuffle is uniform over the chunk but cache-friendly. Skip-gram pairs are packed as
+The shuffle stays near corpus order, the order word2vec.c reads its file in: the examples of the
+centers in each span of ``shuffle_tokens`` corpus tokens (counted before subsampling) are
+shuffled together, spans follow each other in corpus order, and a batch may join the end of one
+span to the start of the next. A span of 65536 tokens matched word2vec's quality both on text
+whose topics come in blocks and on an encyclopedia sample, where shuffling whole chunks fell
+behind on the first (BENCHMARKS.md). ``shuffle_tokens = 0`` (or a span as long as the chunk)
+shuffles each whole chunk as one span, as follows.
+
+A whole chunk's shuffle is uniform over the chunk but cache-friendly. Skip-gram pairs are packed as
 ``center << bits | context`` into uint64 and built per block of 32768 kept centers; each block is
 shuffled by one in-place sort on random bits placed above the pair; batch ``b`` then takes from
 each block's shuffled stream a count drawn from the multivariate hypergeometric distribution of
@@ -117,10 +125,13 @@ def _sentence_ids(starts: np.ndarray) -> np.ndarray:
 
 
 def _chunk_tokens(corpus, keep, s0, s1, cfg, rng, vocab_size):
-    """Kept tokens [n] int32, and how far each reaches forward/backward (steps 1 and 2).
+    """Kept tokens [n] int32, how far each reaches forward/backward (steps 1 and 2), and the
+    shuffle's spans.
 
     ``reach_fwd[i]`` = min(radius of center i, tokens after i in its sentence), likewise
     ``reach_bwd`` towards the sentence start, so offset +j is used iff ``reach_fwd[i] >= j``.
+    ``cuts`` [k + 1]: kept tokens ``cuts[s] .. cuts[s + 1]`` are those of the chunk's tokens
+    ``s * shuffle_tokens ..`` before subsampling (one span, ``[0, n]``, if it is the whole chunk).
     """
     starts = corpus.sentence_starts[s0 : s1 + 1]
     tokens = np.asarray(corpus.ids[starts[0] : starts[-1]], dtype=np.int32)
@@ -129,14 +140,20 @@ def _chunk_tokens(corpus, keep, s0, s1, cfg, rng, vocab_size):
         raise ValueError(
             f"corpus ids outside [0, {vocab_size}): encode the corpus with this vocabulary"
         )
+    raw = tokens.shape[0]
+    span = cfg.shuffle_tokens
+    marks = np.arange(span, raw, span) if 0 < span < raw else np.zeros(0, np.int64)
     if keep is not None:
         m = rng.random(tokens.shape[0], dtype=np.float32) < keep[tokens]
         tokens, sid = tokens[m], sid[m]
+        if marks.size:  # kept tokens before each mark
+            marks = np.cumsum(m, dtype=np.int64)[marks - 1]
+    cuts = np.concatenate([[0], marks, [tokens.shape[0]]]).astype(np.int64)
     radius = None
     if cfg.dynamic_window:
         radius = rng.integers(1, cfg.window + 1, size=tokens.shape[0], dtype=_rtype(cfg.window))
     reach_fwd, reach_bwd = _reach(sid, radius, cfg.window)
-    return tokens, reach_fwd, reach_bwd
+    return tokens, reach_fwd, reach_bwd, cuts
 
 
 def _rtype(window: int):
@@ -336,9 +353,16 @@ def _chunk_batches(corpus, keep, s0, s1, cfg, rng, batch_size, model, bits, voca
     shuffled stream: the batches are those of a uniform shuffle of all the chunk's pairs.
     CBOW: the kept centers with context are permuted and each batch gathers its windows.
     """
-    tokens, reach_fwd, reach_bwd = _chunk_tokens(corpus, keep, s0, s1, cfg, rng, vocab_size)
+    tokens, reach_fwd, reach_bwd, cuts = _chunk_tokens(corpus, keep, s0, s1, cfg, rng, vocab_size)
     n = tokens.shape[0]
     w = cfg.window
+    if model == "sg" and cuts.shape[0] > 2:  # spans: each shuffled alone, in corpus order
+        streams = []
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            packed = _skipgram_packed(tokens, reach_fwd, reach_bwd, w, bits, lo, hi)
+            _shuffle_packed(rng, packed, bits)
+            streams.append(packed)
+        return _consecutive_batches(streams, batch_size, bits)
     if model == "sg":
         streams = []
         for lo in range(0, n, _BLOCK_CENTERS):
@@ -367,7 +391,9 @@ def _chunk_batches(corpus, keep, s0, s1, cfg, rng, batch_size, model, bits, voca
         return nb, make
 
     pos = np.flatnonzero((reach_fwd > 0) | (reach_bwd > 0))
-    pos = pos[_random_order(rng, pos.shape[0])]
+    at = np.searchsorted(pos, cuts)  # each span's centers, permuted within the span
+    for a, b in zip(at[:-1].tolist(), at[1:].tolist(), strict=True):
+        pos[a:b] = pos[a:b][_random_order(rng, b - a)]
     nb = -(-pos.shape[0] // batch_size)
 
     def make_cbow(b: int) -> CBOWBatch:
@@ -380,6 +406,31 @@ def _chunk_batches(corpus, keep, s0, s1, cfg, rng, batch_size, model, bits, voca
         return CBOWBatch(center=center, context=ctx, context_mask=cmask, mask=mask)
 
     return nb, make_cbow
+
+
+def _consecutive_batches(streams: list[np.ndarray], batch_size: int, bits: int):
+    """Number of batches and a function building batch b, for skip-gram pairs that come in the
+    order of ``streams`` (packed, each already shuffled): batch b holds pairs ``b B .. (b+1) B``
+    of their concatenation, which is never built (a batch joins at most the streams it spans)."""
+    ends = np.cumsum([s.shape[0] for s in streams]).tolist()
+    total = ends[-1] if ends else 0
+    nb = -(-total // batch_size)
+
+    def make(b: int) -> SkipGramBatch:
+        lo, hi = b * batch_size, min(total, (b + 1) * batch_size)
+        parts, begin = [], 0
+        for s, end in enumerate(ends):
+            if end > lo and begin < hi:
+                parts.append(streams[s][max(lo, begin) - begin : min(hi, end) - begin])
+            begin = end
+        center, context = _unpack(np.concatenate(parts), bits)
+        mask = np.ones(batch_size, dtype=np.float32)
+        if center.shape[0] < batch_size:
+            mask[center.shape[0] :] = 0.0
+            center, context = _pad(center, batch_size), _pad(context, batch_size)
+        return SkipGramBatch(center=center, context=context, mask=mask)
+
+    return nb, make
 
 
 def iterate_batches(

@@ -84,6 +84,13 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sample", type=float, default=d.sample)
     p.add_argument("--subsample-rule", choices=config_lib.SUBSAMPLE_RULES, default=d.subsample_rule)
     p.add_argument("--lowercase", action="store_true")
+    p.add_argument(
+        "--shuffle-tokens",
+        type=int,
+        default=d.shuffle_tokens,
+        help="shuffle training examples within spans of N corpus tokens, spans in corpus order "
+        "(0: over each whole chunk of 2^20 tokens)",
+    )
     p.add_argument("--cbow-sum", action="store_true", help="CBOW sums context vectors (no mean)")
     p.add_argument("--cbow-grad", choices=config_lib.CBOW_GRADS, default=m.cbow_grad)
     p.add_argument("--epochs", type=int, default=t.epochs)
@@ -199,6 +206,7 @@ def config_from_args(a: argparse.Namespace) -> config_lib.Config:
             dynamic_window=not a.fixed_window,
             ns_exponent=a.ns_exponent,
             lowercase=a.lowercase,
+            shuffle_tokens=a.shuffle_tokens,
         ),
         model=config_lib.ModelConfig(
             model=a.model,

@@ -47,7 +47,12 @@ class DataConfig:
     ns_exponent: float = 0.75  # noise ~ count^alpha, word2vec.c InitUnigramTable power 0.75
     lowercase: bool = False  # word2vec.c does not lowercase
     max_sentence_len: int = 10_000  # gensim's cut; word2vec.c MAX_SENTENCE_LENGTH 1000
-    chunk_tokens: int = 1 << 20  # tokens per shuffled chunk (host memory vs shuffle quality)
+    chunk_tokens: int = 1 << 20  # tokens per chunk, the unit of batching and resume
+    # Examples are shuffled within spans of this many corpus tokens, spans in corpus order (0:
+    # the whole chunk). word2vec.c and gensim train in corpus order; a span this short matched
+    # their quality on text that comes in topical blocks and on an encyclopedia sample alike
+    # (BENCHMARKS.md, "The span of the shuffle").
+    shuffle_tokens: int = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +193,7 @@ def validate(cfg: Config) -> Config:
     _check(d.sample >= 0, f"--sample must be >= 0, got {d.sample}")
     _check(d.subsample_rule in SUBSAMPLE_RULES, f"subsample_rule must be one of {SUBSAMPLE_RULES}")
     _check(d.max_sentence_len >= 2, "max_sentence_len must be >= 2")
+    _check(d.shuffle_tokens >= 0, f"--shuffle-tokens must be >= 0, got {d.shuffle_tokens}")
     _check(t.epochs >= 1, f"--epochs must be >= 1, got {t.epochs}")
     # (*) None: the device's choice, resolved once by train() (step.device_defaults)
     _check(

@@ -262,8 +262,9 @@ def _with_saved_defaults(cfg: Config, ckpt: dict | None, processes: int) -> Conf
 def _saved_config(ckpt: dict) -> Config:
     """The config of the run that wrote ``ckpt``, with what older checkpoints leave unset
     filled in as it was then: one corpus slice, word2vec.c's rate for every optimizer (Adagrad
-    included), and one kernel thread under ``--deterministic`` (a deterministic run records its
-    thread count since the kernel has a deterministic multi-thread schedule)."""
+    included), one kernel thread under ``--deterministic`` (a deterministic run records its
+    thread count since the kernel has a deterministic multi-thread schedule), and examples
+    shuffled over whole chunks (``shuffle_tokens`` 0)."""
     saved = from_dict(ckpt["config"])
     t = saved.train
     return override(
@@ -271,6 +272,7 @@ def _saved_config(ckpt: dict) -> Config:
         corpus_slices=t.corpus_slices or 1,
         alpha=t.alpha if t.alpha is not None else default_alpha(saved.model.model, "sgd"),
         threads=1 if t.deterministic and t.threads == 0 else t.threads,
+        shuffle_tokens=ckpt["config"].get("data", {}).get("shuffle_tokens", 0),
     )
 
 
