@@ -381,12 +381,7 @@ def _chunk_batches(corpus, keep, s0, s1, cfg, rng, batch_size, model, bits, voca
         def make(b: int) -> SkipGramBatch:
             lo, take = starts[b], comp[b]
             parts = [streams[s][lo[s] : lo[s] + c] for s, c in enumerate(take) if c]
-            center, context = _unpack(np.concatenate(parts), bits)
-            mask = np.ones(batch_size, dtype=np.float32)
-            if center.shape[0] < batch_size:
-                mask[center.shape[0] :] = 0.0
-                center, context = _pad(center, batch_size), _pad(context, batch_size)
-            return SkipGramBatch(center=center, context=context, mask=mask)
+            return _skipgram_batch(np.concatenate(parts), bits, batch_size)
 
         return nb, make
 
@@ -423,14 +418,19 @@ def _consecutive_batches(streams: list[np.ndarray], batch_size: int, bits: int):
             if end > lo and begin < hi:
                 parts.append(streams[s][max(lo, begin) - begin : min(hi, end) - begin])
             begin = end
-        center, context = _unpack(np.concatenate(parts), bits)
-        mask = np.ones(batch_size, dtype=np.float32)
-        if center.shape[0] < batch_size:
-            mask[center.shape[0] :] = 0.0
-            center, context = _pad(center, batch_size), _pad(context, batch_size)
-        return SkipGramBatch(center=center, context=context, mask=mask)
+        return _skipgram_batch(np.concatenate(parts), bits, batch_size)
 
     return nb, make
+
+
+def _skipgram_batch(packed: np.ndarray, bits: int, batch_size: int) -> SkipGramBatch:
+    """The batch of ``packed`` pairs [P <= B], padded to ``batch_size`` with masked rows."""
+    center, context = _unpack(packed, bits)
+    mask = np.ones(batch_size, dtype=np.float32)
+    if center.shape[0] < batch_size:
+        mask[center.shape[0] :] = 0.0
+        center, context = _pad(center, batch_size), _pad(context, batch_size)
+    return SkipGramBatch(center=center, context=context, mask=mask)
 
 
 def iterate_batches(
