@@ -140,15 +140,15 @@ def _chunk_tokens(corpus, keep, s0, s1, cfg, rng, vocab_size):
         raise ValueError(
             f"corpus ids outside [0, {vocab_size}): encode the corpus with this vocabulary"
         )
-    raw = tokens.shape[0]
-    span = cfg.shuffle_tokens
-    marks = np.arange(span, raw, span) if 0 < span < raw else np.zeros(0, np.int64)
+    raw, span = tokens.shape[0], cfg.shuffle_tokens
+    starts_S = np.arange(0, raw, span) if 0 < span < raw else np.zeros(1, np.int64)
     if keep is not None:
         m = rng.random(tokens.shape[0], dtype=np.float32) < keep[tokens]
         tokens, sid = tokens[m], sid[m]
-        if marks.size:  # kept tokens before each mark
-            marks = np.cumsum(m, dtype=np.int64)[marks - 1]
-    cuts = np.concatenate([[0], marks, [tokens.shape[0]]]).astype(np.int64)
+        kept_S = np.add.reduceat(m, starts_S, dtype=np.int64) if raw else np.zeros(1, np.int64)
+    else:
+        kept_S = np.diff(np.append(starts_S, raw))
+    cuts = np.concatenate([[0], np.cumsum(kept_S)]).astype(np.int64)
     radius = None
     if cfg.dynamic_window:
         radius = rng.integers(1, cfg.window + 1, size=tokens.shape[0], dtype=_rtype(cfg.window))
