@@ -294,6 +294,17 @@ def test_blockwise_uniform_init_is_jax_random_uniform_bit_for_bit(
         assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
 
 
+@pytest.mark.parametrize("impl", ["threefry4x32", "rbg"])
+def test_other_generators_take_jax_random_uniform(monkeypatch, impl):
+    """Keys of a generator other than the partitionable Threefry-2x32 are drawn whole by
+    jax.random.uniform, never by the blocks (which hash two key words) nor on the host."""
+    monkeypatch.setattr(step_lib, "_INIT_BLOCK", 64)
+    key = jax.random.key(4, impl=impl)
+    want = jax.random.uniform(key, (50, 7), jnp.float32, -0.5 / 7, 0.5 / 7)
+    got = step_lib.uniform_table(key, 50, 7, -0.5 / 7, 0.5 / 7)
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
 @pytest.mark.parametrize("where", ["device", "host"])
 @pytest.mark.parametrize("lo,hi,c0,c1", [(0, 835, 0, 34), (17, 700, 34, 67), (3, 4, 99, 100)])
 def test_a_block_of_rows_and_columns_is_that_of_the_uniform_table(

@@ -108,10 +108,10 @@ def uniform_table(key: jax.Array, rows: int, dim: int, minval: float, maxval: fl
         (\\lfloor i / 2^{32} \\rfloor, i \\bmod 2^{32}))
 
     and the float is ``1.m - 1`` scaled to ``[minval, maxval)``, so the table can be filled a
-    block of rows at a time, in place, with the same values. Other generators (``rbg``, or
-    ``jax_threefry_partitionable=False``) fall back to ``jax.random.uniform``. A table of up to
-    ``_HOST_INIT_MAX`` elements with ``minval = -maxval`` (word2vec's) is drawn in NumPy
-    (:mod:`w2v_jax.threefry`), the same bits.
+    block of rows at a time, in place, with the same values. Other generators (``rbg``,
+    ``threefry4x32``, or ``jax_threefry_partitionable=False``) fall back to
+    ``jax.random.uniform``. A table of up to ``_HOST_INIT_MAX`` elements with ``minval =
+    -maxval`` (word2vec's) is drawn in NumPy (:mod:`w2v_jax.threefry`), the same bits.
 
     Returns:
       [rows, dim] float32.
@@ -140,16 +140,15 @@ def uniform_rows(
     n, width = hi - lo, c1 - c0
     # The whole table's size decides, not the block's: every block of one table is drawn alike.
     # Under tracing (jax.eval_shape of a state: a resume) the key's data is a tracer: JAX's path.
-    impl = str(jax.random.key_impl(key))
+    partitionable = threefry.matches_jax(str(jax.random.key_impl(key)))
     symmetric = np.float32(minval) == -np.float32(maxval)
-    if rows * dim <= _HOST_INIT_MAX and symmetric and threefry.matches_jax(impl):
+    if rows * dim <= _HOST_INIT_MAX and symmetric and partitionable:
         key_2 = jax.random.key_data(key)
         if not isinstance(key_2, jax.core.Tracer):
             host = threefry.symmetric_uniform(np.asarray(key_2), dim, maxval, (lo, hi), (c0, c1))
             return jax.device_put(host)
     block_rows = max(1, min(n, _INIT_BLOCK // max(width, 1)))
-    whole = "threefry" not in impl or not jax.config.jax_threefry_partitionable
-    if whole or (block_rows == n == rows and width == dim):
+    if not partitionable or (block_rows == n == rows and width == dim):
         table = jax.random.uniform(key, (rows, dim), jnp.float32, minval, maxval)
         return table if (n, width) == (rows, dim) else table[lo:hi, c0:c1]
     k1, k2 = jax.random.key_data(key)
