@@ -348,29 +348,27 @@ _BLOCK_CENTERS = 1 << 15  # skip-gram pairs are built and shuffled per block of 
 def _chunk_batches(corpus, keep, s0, s1, cfg, rng, batch_size, model, bits, vocab_size):
     """Number of batches of one chunk and a function building batch b (shuffled).
 
-    Skip-gram: the pairs of each block of ``_BLOCK_CENTERS`` kept centers are built and shuffled
-    (cache-sized), and every batch takes a multivariate-hypergeometric share from each block's
-    shuffled stream: the batches are those of a uniform shuffle of all the chunk's pairs.
-    CBOW: the kept centers with context are permuted and each batch gathers its windows.
+    Skip-gram: the pairs of each span's kept centers are built and shuffled, and batches take
+    the spans' streams one after the other. With the whole chunk as one span the pairs are built
+    and shuffled per block of ``_BLOCK_CENTERS`` kept centers (cache-sized), and every batch takes
+    a multivariate-hypergeometric share from each block's shuffled stream: the batches are those
+    of a uniform shuffle of all the chunk's pairs.
+    CBOW: the kept centers with context are permuted span by span and each batch gathers its
+    windows.
     """
     tokens, reach_fwd, reach_bwd, cuts = _chunk_tokens(corpus, keep, s0, s1, cfg, rng, vocab_size)
     n = tokens.shape[0]
     w = cfg.window
-    if model == "sg" and cuts.shape[0] > 2:  # spans: each shuffled alone, in corpus order
+    if model == "sg":
+        spans = cuts.shape[0] > 2
+        bounds = cuts.tolist() if spans else [*range(0, n, _BLOCK_CENTERS), n]
         streams = []
-        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             packed = _skipgram_packed(tokens, reach_fwd, reach_bwd, w, bits, lo, hi)
             _shuffle_packed(rng, packed, bits)
             streams.append(packed)
-        return _consecutive_batches(streams, batch_size, bits)
-    if model == "sg":
-        streams = []
-        for lo in range(0, n, _BLOCK_CENTERS):
-            packed = _skipgram_packed(
-                tokens, reach_fwd, reach_bwd, w, bits, lo, min(n, lo + _BLOCK_CENTERS)
-            )
-            _shuffle_packed(rng, packed, bits)
-            streams.append(packed)
+        if spans:
+            return _consecutive_batches(streams, batch_size, bits)
         comp = _compositions(rng, [s.shape[0] for s in streams], batch_size)
         nb = comp.shape[0]
         # Python lists: a batch slices every block, and numpy scalar indexing would cost more
