@@ -23,11 +23,12 @@ cores; run it on a quiet machine):
     python bench/vs_gensim.py --end-to-end --systems w2v_jax --corpus zipf:10000000:100000 \
         --min-count 1 --epochs 1 --no-eval --repeats 1 --update auto   # then zipf:50000000:100000
 
-w2v_jax's phases are read from outside the process: startup = until the first stderr line
-("update: ..."); prepare (read, count, encode, fingerprint, init) = until training began
-(checkpoint.w2v's mtime minus the training seconds the run prints; the "count+encode: ... done"
-line gives that pass alone); train = the run's own training seconds (XLA compilation included);
-write = checkpoint.w2v's mtime to metrics.jsonl's (vectors.bin, vocab.txt, config.json).
+w2v_jax's phases come from the summary line the run prints ("prepared in P s, trained ... in
+T s") and its output files: prepare (read, count, encode, fingerprint, step, init) = P, the time
+``train()`` spent before its training loop (the "count+encode: ... done" line gives that pass
+alone); train = T, the training loop (XLA compilation included); startup = the rest until the
+checkpoint, written as training ends (Python, imports, arguments); write = checkpoint.w2v's
+mtime to metrics.jsonl's (vectors.bin, vocab.txt, config.json).
 
 Both sides share one vocabulary pass (ours; gensim builds its own from the same sentences with
 the same min_count) and are timed on training alone: gensim's ``model.train`` call, our training
@@ -258,15 +259,14 @@ def e2e_ours(corpus_path, model, loss, args, seed, work: Path) -> dict:
     if args.steps_per_call:
         cmd += ["--steps-per-call", str(args.steps_per_call)]
     r = run_child(cmd, env)
-    m = re.search(r"in ([\d.]+)s \(", r["stdout"])
+    m = re.search(r"prepared in ([\d.]+)s, trained .* in ([\d.]+)s \(", r["stdout"])
     if m is None:
         raise RuntimeError(f"no training time in w2v-jax's output:\n{r['stdout']}")
-    train = float(m.group(1))
-    t_first = r["stderr"][0][0] if r["stderr"] else r["t0"]
-    t_ckpt = (out / "checkpoint.w2v").stat().st_mtime
+    prepare, train = float(m.group(1)), float(m.group(2))
+    t_ckpt = (out / "checkpoint.w2v").stat().st_mtime  # written as training ends
     res = {
-        "startup": t_first - r["t0"],
-        "prepare": t_ckpt - train - t_first,
+        "startup": t_ckpt - train - prepare - r["t0"],
+        "prepare": prepare,
         "train": train,
         "write": (out / "metrics.jsonl").stat().st_mtime - t_ckpt,
         "total": r["total"],

@@ -1,9 +1,10 @@
 """Tests `--update auto` (:func:`w2v_jax.step.choose_update`) and `--deterministic`.
 
 ``auto`` takes the fused C++ kernel where it implements the run on CPU and the pure-JAX sparse
-step otherwise, says why in the first stderr line and in config.json; ``--deterministic`` makes
-two runs, and an interrupted-then-resumed run, byte-identical. Training runs use a 2,000-word
-corpus, D=8 (about a second each).
+step otherwise, and the kernel's deterministic schedule for skip-gram on a small vocabulary;
+it says why in the first line of training and in config.json. ``--deterministic`` (and auto's
+deterministic schedule) makes two runs, and an interrupted-then-resumed run, byte-identical.
+Training runs use a 2,000-word corpus, D=8 (about a second each).
 """
 
 import json
@@ -119,15 +120,79 @@ def test_deterministic_fused_run_records_its_threads_and_its_batch():
 # ----------------------------------------------------------------------------- the report
 
 
-def test_choice_is_the_first_stderr_line_and_in_config_json(corpus, tmp_path, capsys):
+def _update_line(err: str) -> str:
+    """The ``update:`` line of a run's stderr, checked to come before any training line: after
+    the corpus's ``count+encode:`` lines, if any, and nothing else."""
+    lines = err.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("update: "))
+    assert all(line.startswith("count+encode: ") for line in lines[:at]), lines[:at]
+    return lines[at]
+
+
+def test_choice_is_the_first_training_line_and_in_config_json(corpus, tmp_path, capsys):
     fused_or_skip()
-    assert cli.main(["train", "--corpus", corpus, "--out", str(tmp_path), *TINY]) == 0
-    first = capsys.readouterr().err.splitlines()[0]
-    assert first.startswith("update: fused (CPU, sg SGNS with plain SGD: the C++ kernel on ")
+    argv = ["train", "--corpus", corpus, "--out", str(tmp_path), "--model", "cbow", *TINY]
+    assert cli.main(argv) == 0
+    line = _update_line(capsys.readouterr().err)
+    assert line.startswith("update: fused (CPU, cbow SGNS with plain SGD: the C++ kernel on ")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["train"]["update"] == "auto"
     assert saved["update_resolved"] == "fused"
-    assert first == f"update: fused ({saved['update_reason']})"
+    assert line == f"update: fused ({saved['update_reason']})"
+
+
+# ----------------------------------------------------------------------------- auto's schedule
+
+
+def test_auto_schedule_is_deterministic_for_skipgram_on_a_small_vocabulary(monkeypatch):
+    monkeypatch.setattr(fused, "default_num_threads", lambda: 2)
+    small = step_lib.AUTO_DETERMINISTIC_MAX_VOCAB
+    assert step_lib.auto_deterministic(Config(), small)
+    assert not step_lib.auto_deterministic(Config(), small + 1)  # Hogwild: fewer rows shared
+    for loss in ("ns", "hs"):
+        assert step_lib.auto_deterministic(override(Config(), loss=loss), 9_000)
+    # CBOW's deterministic schedule is one thread; one thread is sequential anyway; more than
+    # the threads it was measured on; an explicit --update; a run that asked already
+    for changes in (
+        dict(model="cbow"),
+        dict(threads=1),
+        dict(threads=step_lib.AUTO_DETERMINISTIC_MAX_THREADS + 1),
+        dict(update="fused"),
+        dict(deterministic=True),
+    ):
+        assert not step_lib.auto_deterministic(override(Config(), **changes), 9_000), changes
+    assert step_lib.auto_deterministic(override(Config(), threads=4), 9_000)
+
+
+def _auto_run(corpus, out, *flags):
+    argv = ["train", "--corpus", corpus, "--out", str(out), *TINY, "--threads", "2", *flags]
+    assert cli.main(argv) == 0
+    return json.loads((out / "config.json").read_text()), (out / "vectors.bin").read_bytes()
+
+
+def test_auto_runs_skipgram_on_a_small_vocabulary_deterministically(corpus, tmp_path, capsys):
+    fused_or_skip()
+    saved, a = _auto_run(corpus, tmp_path / "a")
+    line = _update_line(capsys.readouterr().err)
+    assert line.endswith("2 threads, deterministic: faster than Hogwild for V <= 30,000 (here 50))")
+    assert saved["train"]["deterministic"] is True and saved["train"]["threads"] == 2
+    assert saved["update_reason"] in line
+    _, b = _auto_run(corpus, tmp_path / "b")
+    assert a == b  # reproducible without asking
+    _, same = _auto_run(corpus, tmp_path / "c", "--deterministic")
+    assert same == a  # the very run --deterministic gives
+    capsys.readouterr()
+    saved, _ = _auto_run(corpus, tmp_path / "d", "--model", "cbow")
+    assert _update_line(capsys.readouterr().err).endswith("on 2 threads, Hogwild)")
+    assert saved["train"]["deterministic"] is False
+
+
+def test_auto_keeps_hogwild_above_the_vocabulary_limit(corpus, tmp_path, capsys, monkeypatch):
+    fused_or_skip()
+    monkeypatch.setattr(step_lib, "AUTO_DETERMINISTIC_MAX_VOCAB", 49)
+    saved, _ = _auto_run(corpus, tmp_path)
+    assert _update_line(capsys.readouterr().err).endswith("on 2 threads, Hogwild)")
+    assert saved["train"]["deterministic"] is False
 
 
 def test_without_the_kernel_a_real_run_says_sparse_and_why(corpus, tmp_path):
@@ -200,3 +265,42 @@ def test_deterministic_resume_is_byte_identical(corpus, tmp_path, threads):
     for name in full.params:
         assert resumed.params[name].tobytes() == full.params[name].tobytes(), name
         assert not np.array_equal(part.params[name], full.params[name]), name
+
+
+def _resumable(**changes):
+    return override(
+        Config(),
+        min_count=1,
+        sample=0.0,
+        dim=8,
+        epochs=2,
+        batch_size=256,
+        steps_per_call=2,
+        log_every_s=1e9,
+        checkpoint_every_s=0.0,
+        threads=2,
+        **changes,
+    )
+
+
+def test_auto_deterministic_run_resumes_byte_identical_without_asking(corpus, tmp_path):
+    fused_or_skip()
+    full = train(corpus, _resumable(), progress=False)
+    assert full.config.train.deterministic and "faster than Hogwild" in full.update_reason
+    part = train(corpus, _resumable(), out=tmp_path, progress=False, max_steps=6)
+    assert 0 < part.steps < full.steps
+    resumed = train(corpus, _resumable(), out=tmp_path, resume=True, progress=False)
+    assert resumed.config.train.deterministic
+    for name in full.params:
+        assert resumed.params[name].tobytes() == full.params[name].tobytes(), name
+
+
+def test_auto_resumes_a_hogwild_checkpoint_on_hogwild(corpus, tmp_path, monkeypatch):
+    fused_or_skip()
+    with monkeypatch.context() as m:  # a run that chose Hogwild (an earlier version, say)
+        m.setattr(step_lib, "AUTO_DETERMINISTIC_MAX_VOCAB", 0)
+        part = train(corpus, _resumable(), out=tmp_path, progress=False, max_steps=6)
+    assert not part.config.train.deterministic
+    resumed = train(corpus, _resumable(), out=tmp_path, resume=True, progress=False)
+    assert resumed.steps > 0 and not resumed.config.train.deterministic
+    assert resumed.update_reason.endswith("Hogwild")

@@ -545,7 +545,8 @@ def _interrupted(e, out: Path, argv: list[str] | None) -> str:
 def _report(a: argparse.Namespace, cfg, result, vectors, out: Path) -> None:
     """The summary on stdout: losses, speed, where the vectors went, a few neighbours."""
     print(
-        f"trained V={len(result.vocab.words)} D={cfg.model.dim} in {result.train_seconds:.1f}s "
+        f"prepared in {result.prepare_seconds:.2f}s, trained V={len(result.vocab.words)} "
+        f"D={cfg.model.dim} in {result.train_seconds:.2f}s "
         f"({result.words_per_sec / 1e3:,.0f}k words/s); epoch losses "
         + ", ".join(f"{x:.4f}" for x in result.epoch_loss)
     )

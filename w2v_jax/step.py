@@ -563,6 +563,36 @@ def fused_threads(cfg) -> int:
     return fused.default_num_threads()
 
 
+# `--update auto` runs skip-gram on the deterministic schedule, not Hogwild, when the vocabulary
+# has at most this many words and the kernel takes 2 to AUTO_DETERMINISTIC_MAX_THREADS threads.
+# With a small vocabulary the threads write the same rows all the time: Hogwild's writes then
+# bounce those rows' cache lines between the cores (on 2 cores it ran slower than one thread at
+# V = 9,000), while the schedule's per-thread copies of the shared rows cost a merge per call
+# that grows with the rows shared. Measured on 2 cores (`bench/kernel_micro.py`, BENCHMARKS.md),
+# the schedule was 1.8x Hogwild at V = 9,000, 1.2x at 20,000-30,000 and 0.9x at 50,000, and
+# Hogwild pulled ahead from there (1.5x at V = 800,000). CBOW keeps Hogwild: its deterministic
+# schedule is one thread (fused_threads). Not measured beyond 2 threads, hence the cap.
+AUTO_DETERMINISTIC_MAX_VOCAB = 30_000
+AUTO_DETERMINISTIC_MAX_THREADS = 4
+
+
+def auto_deterministic(cfg, vocab_size: int) -> bool:
+    """Whether ``--update auto`` takes the fused kernel's deterministic schedule for a run that
+    did not ask for it: skip-gram with a vocabulary of at most
+    :data:`AUTO_DETERMINISTIC_MAX_VOCAB` words on 2 to :data:`AUTO_DETERMINISTIC_MAX_THREADS`
+    kernel threads, where it trained faster than Hogwild (see the constants). ``cfg`` is a run
+    whose update ``auto`` resolved to ``fused``."""
+    t = cfg.train
+    threads = fused_threads(cfg)
+    return (
+        t.update == "auto"
+        and not t.deterministic
+        and cfg.model.model == "sg"
+        and 1 < threads <= AUTO_DETERMINISTIC_MAX_THREADS
+        and vocab_size <= AUTO_DETERMINISTIC_MAX_VOCAB
+    )
+
+
 def device_defaults(cfg, update: str | None = None):
     """``cfg`` with ``batch_size`` and ``steps_per_call`` set for the run's platform where they
     are ``None`` (:data:`DEVICE_BATCH`; :data:`FUSED_BATCH` pairs for ``update="fused"``,
@@ -600,7 +630,9 @@ def choose_update(
     gradients, SGNS or hierarchical softmax, a working compiler); otherwise the pure-JAX row step
     (``sparse``), which runs anything on any backend. An explicit name is returned as is:
     ``fused`` where the kernel does not apply stays an error (:func:`w2v_jax.fused.make_step`).
-    ``--deterministic`` runs the kernel's deterministic schedule. ``resumed`` is the
+    ``--deterministic`` runs the kernel's deterministic schedule; so does ``auto`` for skip-gram
+    on a small vocabulary, where it is the faster one: :func:`w2v_jax.train` asks
+    :func:`auto_deterministic` once the vocabulary is known. ``resumed`` is the
     step a checkpoint being resumed ran: ``auto`` keeps the pure-JAX step of such a run (one
     written on a mesh, say), since the two steps do not give the same numbers. This is the one
     place that decides; the trainer prints ``reason`` and returns it with the result.

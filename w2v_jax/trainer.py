@@ -79,6 +79,8 @@ class TrainResult:
       epoch_loss: mean loss per example of each epoch.
       words_per_sec: raw corpus words x epochs / training wall time (compilation included).
       train_seconds: wall time of the training loop (vocabulary and encoding excluded).
+      prepare_seconds: wall time of this call before the training loop: reading, counting and
+        encoding the corpus (or their caches), the checkpoint, the step and the initial tables.
       steps: steps trained by this call (0 when a resumed run had nothing left to do).
       update, update_reason: the step that ran and why (:func:`w2v_jax.step.choose_update`).
       nothing_trained: why this call trained no step, in words ("" when it trained, or when
@@ -92,6 +94,7 @@ class TrainResult:
     epoch_loss: list[float]
     words_per_sec: float
     train_seconds: float
+    prepare_seconds: float = 0.0
     steps: int = 0
     update: str = ""
     update_reason: str = ""
@@ -255,7 +258,10 @@ def _with_saved_defaults(cfg: Config, ckpt: dict | None, processes: int) -> Conf
         saved = _saved_config(ckpt).train
         names = ("alpha", "batch_size", "steps_per_call", "corpus_slices", "threads")
         fill = {name: getattr(saved, name) for name in names}
-    unset = {"threads": 0}  # --threads 0: all cores; every other setting here: None
+        if cfg.train.update == "auto":  # auto's schedule is the one the checkpoint ran
+            fill["deterministic"] = saved.deterministic
+    # --threads 0: all cores; --deterministic off: auto's choice; every other setting: None
+    unset = {"threads": 0, "deterministic": False}
     return override(cfg, **{k: v for k, v in fill.items() if getattr(cfg.train, k) == unset.get(k)})
 
 
@@ -628,6 +634,7 @@ def train(
     # Prepare: resolve every name of the config into a value, once.
     # batch_size/steps_per_call None: the checkpoint's on --resume, else the platform's and the
     # step's (step.device_defaults; 4096 x 8 on CPU, 16384 x 8 for the fused kernel).
+    t_call = time.perf_counter()
     cfg = validate(config if config is not None else Config())
     source = corpus
     if isinstance(corpus, (str, Path)) and _named_corpus(corpus):
@@ -645,20 +652,42 @@ def train(
     # the corpus slices before device_defaults, whose batch size every slice must divide
     cfg = _with_saved_defaults(cfg, ckpt, jax.process_count() if mesh is not None else 1)
     objective, inputs, tx = resolve(cfg, objective=objective, tx=tx)
-    if mesh is None:
-        resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
-        update, update_reason = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
-        cfg = step_lib.device_defaults(cfg, update)
-        one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
-    else:
-        cfg = step_lib.device_defaults(cfg)
-        update, update_reason, one_step = _sharded_step(cfg, mesh, objective, inputs, tx)
-    if progress:
-        print(f"update: {update} ({update_reason})", file=sys.stderr, flush=True)
-    identity = _run_identity(cfg, objective, tx, update)
     if ckpt is not None:
-        _check_resumable(ckpt, cfg, identity, ckpt_path)
         vocab = _vocab_of(ckpt)
+
+    def settle(cfg: Config, vocab_size: int | None):
+        """The step, once what chooses it is known: ``auto``'s kernel schedule depends on the
+        vocabulary's size. Prints the choice and checks that a checkpoint can resume it."""
+        if mesh is None:
+            resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
+            update, why = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
+            if update == "fused" and vocab_size is not None and ckpt is None:
+                if step_lib.auto_deterministic(cfg, vocab_size):
+                    cfg = override(cfg, deterministic=True)
+                    update, why = step_lib.choose_update(cfg, objective, inputs, tx)
+                    limit = step_lib.AUTO_DETERMINISTIC_MAX_VOCAB
+                    why += f": faster than Hogwild for V <= {limit:,} (here {vocab_size:,})"
+            cfg = step_lib.device_defaults(cfg, update)
+            one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
+        else:
+            cfg = step_lib.device_defaults(cfg)
+            update, why, one_step = _sharded_step(cfg, mesh, objective, inputs, tx)
+        if progress:
+            print(f"update: {update} ({why})", file=sys.stderr, flush=True)
+        identity = _run_identity(cfg, objective, tx, update)
+        if ckpt is not None:
+            _check_resumable(ckpt, cfg, identity, ckpt_path)
+        return cfg, update, why, one_step, identity
+
+    # A fresh run without a vocabulary learns its size from the corpus; any other run settles
+    # first, so that a checkpoint that cannot be resumed is refused before the corpus is read.
+    # A step that cannot run is refused before it either way.
+    early = mesh is not None or vocab is not None
+    if early:
+        size = None if vocab is None else len(vocab.words)
+        cfg, update, update_reason, one_step, identity = settle(cfg, size)
+    else:
+        step_lib.for_config(cfg, objective, inputs, tx)
 
     if isinstance(source, (str, Path)):  # a path: read once the run's settings are checked
         source = _resolve(source, cfg)
@@ -674,6 +703,8 @@ def train(
         )
     read, rows = _slices_read(cfg, mesh)
     vocab, sliced = _prepare(source, cfg, vocab, read, rows is not None, objective, progress)
+    if not early:
+        cfg, update, update_reason, one_step, identity = settle(cfg, len(vocab.words))
     corpus_id = corpus_fingerprint(sliced, str(getattr(source, "name", corpus)))
     if ckpt is not None:
         _check_corpus(ckpt, corpus_id, ckpt_path)
@@ -866,6 +897,7 @@ def train(
         epoch_loss=tally.epoch_means,
         words_per_sec=(words_done - words_at_start) / max(seconds, 1e-9),
         train_seconds=seconds,
+        prepare_seconds=t0 - t_call,
         steps=steps,
         update=update,
         update_reason=update_reason,
