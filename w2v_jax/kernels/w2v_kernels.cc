@@ -577,10 +577,17 @@ inline void dots_group(const float* h, float* const* rows, int64_t d, float* f) 
     for (int t = 0; t < N; ++t) f[t] += h[j] * rows[t][j];
 }
 
+// Up to 8 rows per pass: the chains are independent, so a wider pass hides the latency of each
+// fused multiply-add (SGNS's K + 1 = 6 rows in one pass, not 4 + 2). Each row's sum runs in the
+// same order whatever the grouping, so the results do not depend on it.
 inline void dots_all(const float* h, float* const* rows, int n, int64_t d, float* f) {
   int t = 0;
-  for (; t + 4 <= n; t += 4) dots_group<4>(h, rows + t, d, f + t);
+  for (; t + 8 <= n; t += 8) dots_group<8>(h, rows + t, d, f + t);
   switch (n - t) {
+    case 7: dots_group<7>(h, rows + t, d, f + t); break;
+    case 6: dots_group<6>(h, rows + t, d, f + t); break;
+    case 5: dots_group<5>(h, rows + t, d, f + t); break;
+    case 4: dots_group<4>(h, rows + t, d, f + t); break;
     case 3: dots_group<3>(h, rows + t, d, f + t); break;
     case 2: dots_group<2>(h, rows + t, d, f + t); break;
     case 1: dots_group<1>(h, rows + t, d, f + t); break;
@@ -596,6 +603,25 @@ inline void update_all(const float* h, float* const* rows, const float* g, int n
   int64_t j = 0;
 #ifdef W2V_AVX2
   const __m256 hs = _mm256_set1_ps(hscale);
+  // Two chunks at a time: two independent accumulation chains, the same operations per element.
+  for (; j + 16 <= d; j += 16) {
+    const __m256 hv0 = _mm256_loadu_ps(h + j);
+    const __m256 hv1 = _mm256_loadu_ps(h + j + 8);
+    __m256 acc0 = _mm256_mul_ps(hs, hv0);
+    __m256 acc1 = _mm256_mul_ps(hs, hv1);
+    for (int t = 0; t < n; ++t) {
+      const __m256 gv = _mm256_set1_ps(g[t]);
+      float* u = rows[t] + j;
+      const __m256 uv0 = _mm256_loadu_ps(u);
+      const __m256 uv1 = _mm256_loadu_ps(u + 8);
+      acc0 = _mm256_fmadd_ps(gv, uv0, acc0);
+      acc1 = _mm256_fmadd_ps(gv, uv1, acc1);
+      _mm256_storeu_ps(u, _mm256_fmadd_ps(gv, hv0, uv0));
+      _mm256_storeu_ps(u + 8, _mm256_fmadd_ps(gv, hv1, uv1));
+    }
+    _mm256_storeu_ps(dst + j, acc0);
+    _mm256_storeu_ps(dst + j + 8, acc1);
+  }
   for (; j + 8 <= d; j += 8) {
     const __m256 hv = _mm256_loadu_ps(h + j);
     __m256 acc = _mm256_mul_ps(hs, hv);
