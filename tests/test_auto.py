@@ -242,34 +242,9 @@ def test_deterministic_threads_change_the_numbers_not_their_reproducibility(corp
     assert one != three  # rows shared by the ranges are merged, not applied in order
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_deterministic_resume_is_byte_identical(corpus, tmp_path, threads):
-    cfg = override(
-        Config(),
-        min_count=1,
-        sample=0.0,
-        dim=8,
-        epochs=2,
-        batch_size=256,
-        steps_per_call=2,
-        log_every_s=1e9,
-        checkpoint_every_s=0.0,
-        threads=threads,
-        deterministic=True,
-    )
-    full = train(corpus, cfg, progress=False)
-    part = train(corpus, cfg, out=tmp_path, progress=False, max_steps=6)
-    assert 0 < part.steps < full.steps
-    resumed = train(corpus, cfg, out=tmp_path, resume=True, progress=False)
-    assert resumed.update == full.update == ("fused" if fused.fused_available() else "sparse")
-    for name in full.params:
-        assert resumed.params[name].tobytes() == full.params[name].tobytes(), name
-        assert not np.array_equal(part.params[name], full.params[name]), name
-
-
 def _resumable(**changes):
-    return override(
-        Config(),
+    """A small run with checkpoints to resume (2 kernel threads unless ``changes`` say)."""
+    settings = dict(
         min_count=1,
         sample=0.0,
         dim=8,
@@ -279,8 +254,21 @@ def _resumable(**changes):
         log_every_s=1e9,
         checkpoint_every_s=0.0,
         threads=2,
-        **changes,
     )
+    return override(Config(), **{**settings, **changes})
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_deterministic_resume_is_byte_identical(corpus, tmp_path, threads):
+    cfg = _resumable(threads=threads, deterministic=True)
+    full = train(corpus, cfg, progress=False)
+    part = train(corpus, cfg, out=tmp_path, progress=False, max_steps=6)
+    assert 0 < part.steps < full.steps
+    resumed = train(corpus, cfg, out=tmp_path, resume=True, progress=False)
+    assert resumed.update == full.update == ("fused" if fused.fused_available() else "sparse")
+    for name in full.params:
+        assert resumed.params[name].tobytes() == full.params[name].tobytes(), name
+        assert not np.array_equal(part.params[name], full.params[name]), name
 
 
 def test_auto_deterministic_run_resumes_byte_identical_without_asking(corpus, tmp_path):
