@@ -595,6 +595,30 @@ inline void dots_all(const float* h, float* const* rows, int n, int64_t d, float
   }
 }
 
+#ifdef W2V_AVX2
+// update_all on the C 8-float chunks from dimension j: one accumulation chain per chunk, so C
+// chains run side by side; each element sees the same operations whatever C is.
+template <int C>
+inline void update_chunks(const float* h, float* const* rows, const float* g, int n, int64_t j,
+                          float* dst, __m256 hs) {
+  __m256 hv[C], acc[C];
+  for (int c = 0; c < C; ++c) {
+    hv[c] = _mm256_loadu_ps(h + j + 8 * c);
+    acc[c] = _mm256_mul_ps(hs, hv[c]);
+  }
+  for (int t = 0; t < n; ++t) {
+    const __m256 gv = _mm256_set1_ps(g[t]);
+    float* u = rows[t] + j;
+    for (int c = 0; c < C; ++c) {
+      const __m256 uv = _mm256_loadu_ps(u + 8 * c);
+      acc[c] = _mm256_fmadd_ps(gv, uv, acc[c]);
+      _mm256_storeu_ps(u + 8 * c, _mm256_fmadd_ps(gv, hv[c], uv));
+    }
+  }
+  for (int c = 0; c < C; ++c) _mm256_storeu_ps(dst + j + 8 * c, acc[c]);
+}
+#endif
+
 // One pass over the dimensions: acc = sum_t g_t u_t (old values), u_t += g_t h, and
 // dst = hscale * h + acc. `dst` may be `h` itself (skip-gram updates its input row in place:
 // each 8-float chunk of h is read before it is written).
@@ -603,37 +627,8 @@ inline void update_all(const float* h, float* const* rows, const float* g, int n
   int64_t j = 0;
 #ifdef W2V_AVX2
   const __m256 hs = _mm256_set1_ps(hscale);
-  // Two chunks at a time: two independent accumulation chains, the same operations per element.
-  for (; j + 16 <= d; j += 16) {
-    const __m256 hv0 = _mm256_loadu_ps(h + j);
-    const __m256 hv1 = _mm256_loadu_ps(h + j + 8);
-    __m256 acc0 = _mm256_mul_ps(hs, hv0);
-    __m256 acc1 = _mm256_mul_ps(hs, hv1);
-    for (int t = 0; t < n; ++t) {
-      const __m256 gv = _mm256_set1_ps(g[t]);
-      float* u = rows[t] + j;
-      const __m256 uv0 = _mm256_loadu_ps(u);
-      const __m256 uv1 = _mm256_loadu_ps(u + 8);
-      acc0 = _mm256_fmadd_ps(gv, uv0, acc0);
-      acc1 = _mm256_fmadd_ps(gv, uv1, acc1);
-      _mm256_storeu_ps(u, _mm256_fmadd_ps(gv, hv0, uv0));
-      _mm256_storeu_ps(u + 8, _mm256_fmadd_ps(gv, hv1, uv1));
-    }
-    _mm256_storeu_ps(dst + j, acc0);
-    _mm256_storeu_ps(dst + j + 8, acc1);
-  }
-  for (; j + 8 <= d; j += 8) {
-    const __m256 hv = _mm256_loadu_ps(h + j);
-    __m256 acc = _mm256_mul_ps(hs, hv);
-    for (int t = 0; t < n; ++t) {
-      const __m256 gv = _mm256_set1_ps(g[t]);
-      float* u = rows[t] + j;
-      const __m256 uv = _mm256_loadu_ps(u);
-      acc = _mm256_fmadd_ps(gv, uv, acc);
-      _mm256_storeu_ps(u, _mm256_fmadd_ps(gv, hv, uv));
-    }
-    _mm256_storeu_ps(dst + j, acc);
-  }
+  for (; j + 16 <= d; j += 16) update_chunks<2>(h, rows, g, n, j, dst, hs);
+  for (; j + 8 <= d; j += 8) update_chunks<1>(h, rows, g, n, j, dst, hs);
   // A 4-float remainder (D = 100, 300) in one SSE step: the same fused multiply-adds per
   // element as the scalar loop below (g++ contracts those), so the same bits, a quarter of
   // the loop-carried latency.
