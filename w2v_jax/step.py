@@ -631,8 +631,8 @@ def choose_update(
     (``sparse``), which runs anything on any backend. An explicit name is returned as is:
     ``fused`` where the kernel does not apply stays an error (:func:`w2v_jax.fused.make_step`).
     ``--deterministic`` runs the kernel's deterministic schedule; so does ``auto`` for skip-gram
-    on a small vocabulary, where it is the faster one: :func:`w2v_jax.train` asks
-    :func:`auto_deterministic` once the vocabulary is known. ``resumed`` is the
+    on a small vocabulary, where it is the faster one: :func:`resolve_update` adds that choice
+    once the vocabulary is known. ``resumed`` is the
     step a checkpoint being resumed ran: ``auto`` keeps the pure-JAX step of such a run (one
     written on a mesh, say), since the two steps do not give the same numbers. This is the one
     place that decides; the trainer prints ``reason`` and returns it with the result.
@@ -657,6 +657,28 @@ def choose_update(
     return "fused", (
         f"CPU, {inputs.name} {objective.kernel.upper()} with plain SGD: the C++ kernel on {how}"
     )
+
+
+def resolve_update(
+    cfg,
+    objective: Objective,
+    inputs: InputSide,
+    tx: Any,
+    *,
+    resumed: str | None = None,
+    vocab_size: int | None = None,
+) -> tuple[Any, str, str]:
+    """``(cfg, update, reason)``: :func:`choose_update`'s step, and ``cfg`` as that step runs:
+    with ``auto``'s deterministic schedule where :func:`auto_deterministic` takes it for a
+    vocabulary of ``vocab_size`` words, and the reason saying so. ``vocab_size`` ``None`` keeps
+    the config's schedule (a resumed run keeps its checkpoint's)."""
+    update, why = choose_update(cfg, objective, inputs, tx, resumed=resumed)
+    if update == "fused" and vocab_size is not None and auto_deterministic(cfg, vocab_size):
+        cfg = override(cfg, deterministic=True)
+        _, why = choose_update(cfg, objective, inputs, tx)
+        limit = AUTO_DETERMINISTIC_MAX_VOCAB
+        why += f": faster than Hogwild for V <= {limit:,} (here {vocab_size:,})"
+    return cfg, update, why
 
 
 def for_config(

@@ -660,13 +660,10 @@ def train(
         vocabulary's size. Prints the choice and checks that a checkpoint can resume it."""
         if mesh is None:
             resumed = None if ckpt is None else ckpt.get("identity", {}).get("update")
-            update, why = step_lib.choose_update(cfg, objective, inputs, tx, resumed=resumed)
-            if update == "fused" and vocab_size is not None and ckpt is None:
-                if step_lib.auto_deterministic(cfg, vocab_size):
-                    cfg = override(cfg, deterministic=True)
-                    update, why = step_lib.choose_update(cfg, objective, inputs, tx)
-                    limit = step_lib.AUTO_DETERMINISTIC_MAX_VOCAB
-                    why += f": faster than Hogwild for V <= {limit:,} (here {vocab_size:,})"
+            fresh = vocab_size if ckpt is None else None  # a resume keeps the saved schedule
+            cfg, update, why = step_lib.resolve_update(
+                cfg, objective, inputs, tx, resumed=resumed, vocab_size=fresh
+            )
             cfg = step_lib.device_defaults(cfg, update)
             one_step = step_lib.for_config(cfg, objective, inputs, tx, update=update)
         else:
